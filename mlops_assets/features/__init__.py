@@ -1,0 +1,1 @@
+"""Features: the one feature definition (SQL) and its engines."""

@@ -1,0 +1,28 @@
+"""Run the feature definition with DuckDB over Arrow tables (the default engine)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlops_assets.features.definition import feature_sql
+
+
+def with_event_seconds(validated: pa.Table) -> pa.Table:
+    """Add ``event_seconds`` (int64 UTC epoch seconds) that the feature windows order by."""
+    micros = pc.cast(validated.column("timestamp"), pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    seconds = pc.divide(micros, 1_000_000)
+    return validated.append_column("event_seconds", seconds)
+
+
+def compute_features_duckdb(validated: pa.Table, day: date, threads: int | None = None) -> pa.Table:
+    """Features of ``day`` from validated rows of that day and the day before."""
+    connection = duckdb.connect(config={"threads": threads} if threads else {})
+    try:
+        connection.register("transactions", with_event_seconds(validated))
+        return connection.execute(feature_sql(day)).to_arrow_table()
+    finally:
+        connection.close()

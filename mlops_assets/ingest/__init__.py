@@ -1,0 +1,1 @@
+"""Ingestion: landing-zone files to the bronze ``raw_transactions`` Delta table."""

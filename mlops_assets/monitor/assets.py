@@ -1,0 +1,116 @@
+"""The ``drift_report`` asset and its check."""
+
+import tempfile
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.features.definition import FEATURE_COLUMNS
+from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.registry.champion import AliasedModel, resolve_alias
+from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.policy import PipelinePolicy
+from mlops_assets.tables import TRANSACTION_FEATURES
+
+#: Type indicators are compared as the one categorical ``type`` column instead.
+DRIFT_NUMERICAL = [c for c in FEATURE_COLUMNS if not c.startswith("is_")]
+DRIFT_CATEGORICAL = ["type"]
+REFERENCE_ARTIFACT_DIR = "reference"
+DRIFT_REPORT = dg.AssetKey("drift_report")
+
+
+def training_reference(mlflow_tracking: MlflowTracking, model: AliasedModel) -> pd.DataFrame:
+    """The sample of training features logged with the model's MLflow run."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=model.run_id,
+            artifact_path=f"{REFERENCE_ARTIFACT_DIR}/features.parquet",
+            dst_path=tmp,
+            tracking_uri=mlflow_tracking.tracking_uri,
+        )
+        return pd.read_parquet(local)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["transaction_features", "registered_model"],
+    group_name="monitor",
+    kinds={"evidently", "html"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "drift_share_within_threshold",
+            asset=DRIFT_REPORT,
+            description="Warns when the share of drifted feature columns reaches the policy's "
+            "drift_share_threshold (MLOPS_DRIFT_SHARE_THRESHOLD).",
+        )
+    ],
+)
+def drift_report(
+    context: dg.AssetExecutionContext,
+    lake: DeltaLake,
+    mlflow_tracking: MlflowTracking,
+    policy: PipelinePolicy,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Evidently data-drift report of the day's features against the training reference of the
+    scoring model (`champion`): drift per column with the statistical test used, the share of
+    drifted columns, and the HTML report saved in the lake's reports area and linked here."""
+    from mlops_assets.monitor.drift import compute_drift, top_drifted
+
+    day = partition_day(context)
+    champion = resolve_alias(mlflow_tracking, policy.model_name, policy.model_alias)
+    reference = training_reference(mlflow_tracking, champion)
+    current = lake.read(
+        TRANSACTION_FEATURES, days=[day], columns=[*DRIFT_NUMERICAL, *DRIFT_CATEGORICAL]
+    ).to_pandas()
+    if current.empty:
+        raise dg.Failure(description=f"transaction_features has no rows for {day}")
+    summary = compute_drift(
+        reference,
+        current,
+        numerical=DRIFT_NUMERICAL,
+        categorical=DRIFT_CATEGORICAL,
+        drift_share_threshold=policy.drift_share_threshold,
+        max_rows=policy.drift_max_rows,
+        seed=0,
+    )
+    report_uri = lake.write_report(summary.html, "drift_report", f"{day.isoformat()}.html")
+    context.log.info(
+        f"{day}: {summary.drifted_columns}/{summary.total_columns} columns drifted "
+        f"(share {summary.drift_share:.2f}); report at {report_uri}"
+    )
+    per_column = {
+        c.column: {"test": c.stattest, "score": c.score, "threshold": c.threshold,
+                   "drifted": c.drifted}
+        for c in summary.columns
+    }
+    yield dg.MaterializeResult(
+        metadata={
+            "drift_share": summary.drift_share,
+            "drifted_columns": summary.drifted_columns,
+            "total_columns": summary.total_columns,
+            "dataset_drift": summary.dataset_drift,
+            "top_drifted_columns": dg.MetadataValue.json(top_drifted(summary)),
+            "columns": dg.MetadataValue.json(per_column),
+            "report": dg.MetadataValue.path(report_uri),
+            "report_url": dg.MetadataValue.url(
+                report_uri if "://" in report_uri else f"file://{report_uri}"
+            ),
+            "reference_model_version": int(champion.version),
+            "reference_rows": summary.reference_rows,
+            "current_rows": summary.current_rows,
+            "sampled": summary.sampled,
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="drift_share_within_threshold",
+        passed=not summary.dataset_drift,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "drift_share": summary.drift_share,
+            "threshold": policy.drift_share_threshold,
+        },
+    )

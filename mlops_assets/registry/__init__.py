@@ -1,0 +1,1 @@
+"""Registry: finding and loading the model version behind an alias."""

@@ -1,0 +1,1 @@
+"""Dagster resources: the Delta lake, the landing zone and MLflow tracking."""

@@ -1,0 +1,152 @@
+"""The Delta lake resource: date-partitioned Delta tables read and written with delta-rs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from mlops_assets.tables import PARTITION_COLUMN, LakeTable
+from mlops_assets.uris import join_uri, write_text
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    """What one atomic partition overwrite did: the new table version and its figures."""
+
+    table_uri: str
+    version: int
+    rows: int
+    operation_metrics: dict[str, Any]
+
+    def metadata(self, schema: pa.Schema) -> dict[str, Any]:
+        """Dagster metadata for the UI: rows, Delta version, location and schema."""
+        return {
+            "dagster/row_count": self.rows,
+            "delta_version": self.version,
+            "table_uri": dg.MetadataValue.path(self.table_uri),
+            "dagster/column_schema": column_schema(schema),
+            "delta_operation_metrics": dg.MetadataValue.json(self.operation_metrics),
+        }
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    """Arrow schema as a Dagster table schema (shown in the asset's Columns tab)."""
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
+    )
+
+
+class DeltaLake(dg.ConfigurableResource):
+    """Delta tables under one root URI (a local path or an object-store URI).
+
+    Every table is partitioned by ``txn_date``; writing a day replaces exactly that day in one
+    Delta commit, so a crashed write leaves the previous version readable.
+    """
+
+    root_uri: str
+    storage_options: dict[str, str] = {}
+
+    def table_uri(self, table: LakeTable) -> str:
+        return join_uri(self.root_uri, table.path)
+
+    def report_uri(self, *parts: str) -> str:
+        """Location of a file in the lake's reports area (``<root>/reports/...``)."""
+        return join_uri(self.root_uri, "reports", *parts)
+
+    def write_report(self, text: str, *parts: str) -> str:
+        uri = self.report_uri(*parts)
+        write_text(uri, text)
+        return uri
+
+    def _open(self, table: LakeTable, version: int | None = None) -> DeltaTable | None:
+        try:
+            return DeltaTable(
+                self.table_uri(table), version=version, storage_options=self.storage_options or None
+            )
+        except TableNotFoundError:
+            return None
+
+    def exists(self, table: LakeTable) -> bool:
+        return self._open(table) is not None
+
+    def version(self, table: LakeTable) -> int | None:
+        delta = self._open(table)
+        return None if delta is None else delta.version()
+
+    def read(
+        self,
+        table: LakeTable,
+        days: Sequence[date] | None = None,
+        columns: list[str] | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """Read a table (optionally some days, some columns, or a pinned version)."""
+        delta = self._open(table, version)
+        if delta is None:
+            raise FileNotFoundError(
+                f"Delta table {table.path} does not exist at {self.table_uri(table)}: "
+                "materialize it first"
+            )
+        filters = None
+        if days is not None:
+            if not days:
+                return delta.to_pyarrow_table(columns=columns).slice(0, 0)
+            filters = [(PARTITION_COLUMN, "in", [d.isoformat() for d in days])]
+        return delta.to_pyarrow_table(columns=columns, filters=filters)
+
+    def days(self, table: LakeTable) -> list[date]:
+        """The days (partitions) present in the table, sorted."""
+        delta = self._open(table)
+        if delta is None:
+            return []
+        values = {p[PARTITION_COLUMN] for p in delta.partitions()}
+        return sorted(date.fromisoformat(v) for v in values if v)
+
+    def overwrite_day(self, table: LakeTable, data: pa.Table, day: date) -> PartitionWrite:
+        """Atomically replace one day of ``table`` with ``data`` (which may be empty).
+
+        Rows must all belong to ``day``; the partition column is cast to ``date32`` so that the
+        predicate and the column always agree (see DESIGN.md's partition-overwrite trap).
+        """
+        data = _with_partition_column(data, day)
+        uri = self.table_uri(table)
+        write_deltalake(
+            uri,
+            data,
+            mode="overwrite",
+            partition_by=[PARTITION_COLUMN],
+            predicate=f"{PARTITION_COLUMN} = '{day.isoformat()}'",
+            schema_mode="merge",
+            storage_options=self.storage_options or None,
+        )
+        delta = DeltaTable(uri, storage_options=self.storage_options or None)
+        last = delta.history(1)[0]
+        return PartitionWrite(
+            table_uri=uri,
+            version=delta.version(),
+            rows=data.num_rows,
+            operation_metrics=dict(last.get("operationMetrics", {})),
+        )
+
+
+def _with_partition_column(data: pa.Table, day: date) -> pa.Table:
+    column = pa.array([day] * data.num_rows, type=pa.date32())
+    if PARTITION_COLUMN in data.column_names:
+        existing = data.column(PARTITION_COLUMN).cast(pa.date32())
+        mismatched = pc.sum(pc.not_equal(existing, pa.scalar(day, pa.date32()))).as_py() or 0
+        if mismatched:
+            raise ValueError(
+                f"{mismatched} row(s) have {PARTITION_COLUMN} != {day.isoformat()}; "
+                "refusing to write them into that day's partition"
+            )
+        index = data.column_names.index(PARTITION_COLUMN)
+        return data.set_column(index, PARTITION_COLUMN, column)
+    return data.append_column(PARTITION_COLUMN, column)

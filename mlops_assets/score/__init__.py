@@ -1,0 +1,1 @@
+"""Batch scoring of each day's transactions by the aliased (champion) model."""

@@ -1,0 +1,97 @@
+"""Typed settings read from environment variables, with the embedded (laptop) defaults.
+
+Every location and service the platform uses is a setting here. With no environment variable
+set, everything lives under one project-local directory (``./.mlops``): the landing zone, the
+Delta lake, the MLflow store and the Dagster instance. See the README for the full list.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+class Settings(BaseSettings):
+    """Platform settings; each field is read from ``MLOPS_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore", frozen=True)
+
+    home: str = Field(".mlops", description="Project-local root of every embedded default.")
+    environment: str = Field("local", description="Which resource set to build: 'local'.")
+    landing_uri: str | None = Field(None, description="Landing zone; default <home>/landing.")
+    lake_uri: str | None = Field(None, description="Root of the Delta lake; default <home>/lake.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking store; default sqlite:///<home>/mlflow/mlflow.db."
+    )
+    mlflow_artifact_uri: str | None = Field(
+        None, description="Artifact root for new MLflow experiments; default <home>/mlflow/artifacts."
+    )
+    mlflow_experiment: str = "fraud-detection"
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000", description="Base URL of the MLflow UI, for links in Dagster."
+    )
+    model_name: str = Field("fraud_detector", description="Registered model name in MLflow.")
+    model_alias: str = Field("champion", description="Alias that batch scoring loads.")
+    partitions_start: date = Field(date(2026, 1, 1), description="First daily partition (UTC).")
+    paysim_epoch: date = Field(
+        date(2026, 1, 1), description="Date of PaySim step 1 (hour 00:00 UTC) for undated files."
+    )
+    max_reject_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="Reject share above which the contract check fails."
+    )
+    drift_share_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Share of drifted columns that flags a day as drifted."
+    )
+    drift_max_rows: int = Field(50_000, gt=0, description="Rows sampled per side for drift.")
+
+    @field_validator("environment")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        if value not in {"local"}:
+            raise ValueError(f"MLOPS_ENVIRONMENT must be 'local' (got {value!r})")
+        return value
+
+    @cached_property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    def _under_home(self, value: str | None, *parts: str) -> str:
+        if value:
+            return value if _is_uri(value) else str(Path(value).expanduser().resolve())
+        return str(self.home_path.joinpath(*parts))
+
+    @property
+    def resolved_landing_uri(self) -> str:
+        return self._under_home(self.landing_uri, "landing")
+
+    @property
+    def resolved_lake_uri(self) -> str:
+        return self._under_home(self.lake_uri, "lake")
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.home_path / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def resolved_mlflow_artifact_uri(self) -> str:
+        return self._under_home(self.mlflow_artifact_uri, "mlflow", "artifacts")
+
+    @property
+    def dagster_home(self) -> Path:
+        """The project-local DAGSTER_HOME used when none is set."""
+        return self.home_path / "dagster"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (a fresh read each call)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Training: the XGBoost fraud model, its time-based split and its metrics."""

@@ -1,0 +1,1 @@
+"""Validation: the pandera data contract, the silver table and the quarantine."""

@@ -1,0 +1,176 @@
+"""Splitting a day's delivered rows into contract-passing rows and quarantined rows.
+
+Pure polars + pandera; no Dagster. Every delivered row ends up in exactly one of the two
+outputs, and each quarantined row lists every rule it broke.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import pandera.polars as pa
+import polars as pl
+
+from mlops_assets.validate.contract import TYPED_COLUMNS, TransactionContract
+
+DELIVERED_COLUMNS = tuple(TYPED_COLUMNS)
+DUPLICATE_RULE = "duplicate: identical to an earlier delivered row of this day"
+_TIMESTAMP_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+)
+_ROW = "_row"
+
+
+@dataclass
+class ContractOutcome:
+    """The result of applying the contract to one day's delivered rows."""
+
+    valid: pl.DataFrame
+    quarantined: pl.DataFrame
+    rejects_by_rule: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_rows(self) -> int:
+        return self.valid.height + self.quarantined.height
+
+    @property
+    def reject_share(self) -> float:
+        return self.quarantined.height / self.total_rows if self.total_rows else 0.0
+
+
+def _text(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Utf8).str.strip_chars()
+
+
+def _parse_timestamp(epoch: date) -> pl.Expr:
+    text = _text("timestamp")
+    delivered = pl.coalesce(
+        [text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False)
+         for f in _TIMESTAMP_FORMATS]
+    )
+    epoch_start = datetime(epoch.year, epoch.month, epoch.day)
+    step = _text("step").cast(pl.Int64, strict=False)
+    from_step = (
+        pl.lit(epoch_start).dt.replace_time_zone("UTC") + pl.duration(hours=step - 1)
+    ).dt.cast_time_unit("us")
+    return (
+        pl.when(pl.col("_timestamp_from_step")).then(from_step).otherwise(delivered)
+        .alias("timestamp")
+    )
+
+
+def parse_delivered_text(raw: pl.DataFrame, day: date, epoch: date) -> pl.DataFrame:
+    """Typed columns parsed from the delivered text (unparseable values become null)."""
+    parsed = []
+    for column, dtype in TYPED_COLUMNS.items():
+        if column == "timestamp":
+            parsed.append(_parse_timestamp(epoch))
+        elif dtype == pl.Utf8:
+            parsed.append(_text(column).alias(column))
+        else:
+            parsed.append(_text(column).cast(dtype, strict=False).alias(column))
+    return raw.select(
+        pl.col(_ROW), *parsed, pl.lit(day, dtype=pl.Date).alias("partition_day")
+    )
+
+
+def _parse_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame:
+    """(row, column, rule) for every delivered value that does not parse into its type."""
+    failures = []
+    for column, dtype in TYPED_COLUMNS.items():
+        if dtype == pl.Utf8:
+            continue
+        delivered = raw.get_column(column)
+        mask = delivered.cast(pl.Utf8).str.strip_chars().is_not_null() & (
+            delivered.cast(pl.Utf8).str.strip_chars() != ""
+        ) & typed.get_column(column).is_null()
+        if column == "timestamp":
+            mask = mask & ~raw.get_column("_timestamp_from_step")
+        rows = raw.get_column(_ROW).filter(mask)
+        failures.append(pl.DataFrame({
+            _ROW: rows,
+            "column": [column] * rows.len(),
+            "rule": [f"{column}: not a valid {dtype}"] * rows.len(),
+        }, schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8}))
+    return pl.concat(failures)
+
+
+def _contract_failures(typed: pl.DataFrame) -> pl.DataFrame:
+    """(row, column, rule) for every pandera check a row fails."""
+    try:
+        TransactionContract.validate(typed.drop(_ROW), lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+    else:
+        return pl.DataFrame(schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8})
+    whole_column = cases.filter(pl.col("index").is_null())
+    if whole_column.height:
+        raise RuntimeError(
+            f"Contract failed on whole columns (a parsing bug, not bad rows): "
+            f"{whole_column.select('column', 'check').rows()}"
+        )
+    model_name = TransactionContract.__name__
+    rule = (
+        pl.when(pl.col("column") == model_name)
+        .then(pl.col("check"))
+        .otherwise(pl.col("column") + ": " + pl.col("check"))
+    )
+    positions = cases.get_column("index").cast(pl.Int64)
+    return cases.select(
+        pl.Series(_ROW, typed.get_column(_ROW).gather(positions)),
+        pl.col("column"),
+        rule.alias("rule"),
+    )
+
+
+def _duplicate_failures(raw: pl.DataFrame) -> pl.DataFrame:
+    """Rows identical (in every contract column) to an earlier delivered row of the day."""
+    present = [c for c in DELIVERED_COLUMNS if c in raw.columns]
+    duplicate = ~raw.select(pl.struct(present).is_first_distinct()).to_series()
+    rows = raw.get_column(_ROW).filter(duplicate)
+    return pl.DataFrame(
+        {_ROW: rows, "column": [""] * rows.len(), "rule": [DUPLICATE_RULE] * rows.len()},
+        schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8},
+    )
+
+
+def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome:
+    """Split one day's delivered rows (text columns + lineage) by the contract."""
+    raw = raw.sort("_source_file", "_source_row")
+    for column in DELIVERED_COLUMNS:
+        if column not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias(column))
+    raw = raw.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
+    typed = parse_delivered_text(raw, day, epoch)
+
+    parse_failures = _parse_failures(raw, typed)
+    contract_failures = _contract_failures(typed).join(
+        # a value that did not parse is reported once, as a type error, not also as null
+        parse_failures.select(_ROW, "column"), on=[_ROW, "column"], how="anti"
+    )
+    failures = pl.concat([parse_failures, contract_failures, _duplicate_failures(raw)])
+    rules = failures.group_by(_ROW).agg(pl.col("rule").unique().sort().alias("_rules"))
+
+    quarantined = (
+        raw.join(rules, on=_ROW, how="inner")
+        .select(*[pl.col(c).cast(pl.Utf8) for c in DELIVERED_COLUMNS],
+                "_source_file", "_source_row", "_ingested_at", "_rules")
+        .sort("_source_file", "_source_row")
+    )
+    valid = (
+        typed.join(rules, on=_ROW, how="anti")
+        .join(raw.select(_ROW, "_source_file", "_source_row", "_ingested_at"), on=_ROW)
+        .with_columns(
+            (pl.col("_source_file").str.split("/").list.last().str.replace(r"\.[^.]+$", "")
+             + ":" + pl.col("_source_row").cast(pl.Utf8)).alias("transaction_id")
+        )
+        .select("transaction_id", *DELIVERED_COLUMNS, "_source_file", "_source_row", "_ingested_at")
+        .sort("_source_file", "_source_row")
+    )
+    counts = Counter(failures.get_column("rule").to_list())
+    return ContractOutcome(valid=valid, quarantined=quarantined, rejects_by_rule=dict(counts))
