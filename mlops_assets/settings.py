@@ -32,7 +32,8 @@ class Settings(BaseSettings):
         None, description="MLflow tracking store; default sqlite:///<home>/mlflow/mlflow.db."
     )
     mlflow_artifact_uri: str | None = Field(
-        None, description="Artifact root for new MLflow experiments; default <home>/mlflow/artifacts."
+        None,
+        description="Artifact root for new MLflow experiments; default <home>/mlflow/artifacts.",
     )
     mlflow_experiment: str = "fraud-detection"
     mlflow_ui_url: str = Field(

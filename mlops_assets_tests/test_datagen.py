@@ -43,9 +43,7 @@ EXPECTED_SCHEMA = {
     "isFlaggedFraud": pl.Int64,
     "timestamp": pl.Datetime("us", "UTC"),
 }
-EMPTIES_ORIGIN = (pl.col("amount") == pl.col("oldbalanceOrg")) & (
-    pl.col("newbalanceOrig") == 0
-)
+EMPTIES_ORIGIN = (pl.col("amount") == pl.col("oldbalanceOrg")) & (pl.col("newbalanceOrig") == 0)
 CASH_LIKE = pl.col("type").is_in(["TRANSFER", "CASH_OUT"])
 
 
@@ -68,10 +66,8 @@ def _violations(frame: pl.DataFrame) -> pl.DataFrame:
         for c in MONEY_COLUMNS
     ]
     return frame.select(
-        negative_amount=pl.col("amount").cast(pl.Float64, strict=False).fill_null(0)
-        < 0,
-        unknown_type=pl.col("type").is_not_null()
-        & ~pl.col("type").is_in(list(TRANSACTION_TYPES)),
+        negative_amount=pl.col("amount").cast(pl.Float64, strict=False).fill_null(0) < 0,
+        unknown_type=pl.col("type").is_not_null() & ~pl.col("type").is_in(list(TRANSACTION_TYPES)),
         null_required=pl.any_horizontal(pl.col(c).is_null() for c in PAYSIM_COLUMNS),
         mistyped_numeric=pl.any_horizontal(not_parsable),
         malformed_account=(
@@ -96,9 +92,7 @@ def test_same_seed_and_day_is_deterministic(small_config: GeneratorConfig) -> No
 def test_different_day_or_seed_differs(small_config: GeneratorConfig) -> None:
     base = generate_day(DAY, small_config)
     assert not base.equals(generate_day(DAY + timedelta(days=1), small_config))
-    other_seed = GeneratorConfig(
-        rows_per_day=small_config.rows_per_day, seed=small_config.seed + 1
-    )
+    other_seed = GeneratorConfig(rows_per_day=small_config.rows_per_day, seed=small_config.seed + 1)
     assert not base.equals(generate_day(DAY, other_seed))
 
 
@@ -125,9 +119,7 @@ def test_step_matches_timestamp_and_rows_are_sorted(
     assert frame["timestamp"].min() >= start
     assert frame["timestamp"].max() < start + timedelta(days=1)
     expected_step = (
-        (day - small_config.epoch).days * 24
-        + frame["timestamp"].dt.hour().cast(pl.Int64)
-        + 1
+        (day - small_config.epoch).days * 24 + frame["timestamp"].dt.hour().cast(pl.Int64) + 1
     )
     assert (frame["step"] == expected_step).all()
     assert frame["step"].min() >= 2 * 24 + 1
@@ -161,10 +153,7 @@ def test_legit_balances_are_consistent(small_config: GeneratorConfig) -> None:
         .then(pl.col("oldbalanceOrg") + pl.col("amount"))
         .otherwise(pl.max_horizontal(pl.col("oldbalanceOrg") - pl.col("amount"), 0.0))
     )
-    assert (
-        legit.select((expected_orig - pl.col("newbalanceOrig")).abs().max()).item()
-        < 0.01
-    )
+    assert legit.select((expected_orig - pl.col("newbalanceOrig")).abs().max()).item() < 0.01
     customer_dest = legit.filter(
         pl.col("nameDest").str.starts_with("C") & (pl.col("oldbalanceDest") > 0)
     )
@@ -174,10 +163,7 @@ def test_legit_balances_are_consistent(small_config: GeneratorConfig) -> None:
         .otherwise(pl.col("oldbalanceDest") + pl.col("amount"))
     )
     assert (
-        customer_dest.select(
-            (expected_dest - pl.col("newbalanceDest")).abs().max()
-        ).item()
-        < 0.01
+        customer_dest.select((expected_dest - pl.col("newbalanceDest")).abs().max()).item() < 0.01
     )
 
 
@@ -250,9 +236,7 @@ def test_bad_rows_cover_every_kind() -> None:
     for kind, count in per_kind.items():
         assert count > 0.05 * 20_000 / len(BAD_ROW_KINDS) / 2, kind
     assert set(frame["isFraud"].unique()) == {"0", "1"}
-    parsed = frame["timestamp"].str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC"
-    )
+    parsed = frame["timestamp"].str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_zone="UTC")
     assert parsed.null_count() == 0
 
 
@@ -268,13 +252,8 @@ def test_write_day_lands_a_readable_file(
     landing = tmp_path / "landing" / "nested"
     path = write_day(DAY, small_config, landing, fmt=fmt)
     assert path == landing / f"transactions_{DAY.isoformat()}.{fmt}"
-    assert [p.name for p in landing.iterdir()] == [
-        path.name
-    ]  # no temp file left behind
-    if fmt == "csv":
-        back = pl.read_csv(path, schema=EXPECTED_SCHEMA)
-    else:
-        back = pl.read_parquet(path)
+    assert [p.name for p in landing.iterdir()] == [path.name]  # no temp file left behind
+    back = pl.read_csv(path, schema=EXPECTED_SCHEMA) if fmt == "csv" else pl.read_parquet(path)
     assert back.height == small_config.rows_per_day
     assert back.equals(generate_day(DAY, small_config))
 

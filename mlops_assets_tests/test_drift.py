@@ -97,14 +97,10 @@ def test_html_is_full_report(shifted_summary: DriftSummary) -> None:
     assert all(column in html for column in [*NUMERICAL, *CATEGORICAL])
 
 
-def test_top_drifted(
-    shifted_summary: DriftSummary, stable_summary: DriftSummary
-) -> None:
+def test_top_drifted(shifted_summary: DriftSummary, stable_summary: DriftSummary) -> None:
     top = top_drifted(shifted_summary, n=2)
     assert set(top) == SHIFTED
-    assert top["amount"] == next(
-        c.score for c in shifted_summary.columns if c.column == "amount"
-    )
+    assert top["amount"] == next(c.score for c in shifted_summary.columns if c.column == "amount")
     assert len(top_drifted(shifted_summary)) == 4
     assert top_drifted(stable_summary, only_drifted=True) == {}
 
@@ -113,9 +109,7 @@ def test_downsampling_sets_sampled_and_switches_to_p_values(
     reference: pd.DataFrame,
 ) -> None:
     current = make_transactions(seed=1, amount_mean=3.6, merchant_mix=(0.2, 0.3, 0.5))
-    s = compute_drift(
-        reference, current, NUMERICAL, CATEGORICAL, max_rows=1_000, seed=7
-    )
+    s = compute_drift(reference, current, NUMERICAL, CATEGORICAL, max_rows=1_000, seed=7)
     assert s.sampled
     assert (s.reference_rows, s.current_rows) == (1_000, 1_000)
     # <= 1000 reference rows: Evidently switches to p-value tests (lower score = drift).
@@ -147,11 +141,7 @@ def test_awkward_columns_are_handled(reference: pd.DataFrame) -> None:
     assert not by_column["constant"].drifted
     assert by_column["constant"].score == pytest.approx(0.0)
     blank = by_column["blank"]
-    assert (
-        blank.stattest.startswith("not tested")
-        and math.isnan(blank.score)
-        and not blank.drifted
-    )
+    assert blank.stattest.startswith("not tested") and math.isnan(blank.score) and not blank.drifted
     assert s.columns[-1] is blank  # untested columns go last
     assert s.total_columns == 7  # tested columns only
     assert s.drifted_columns == 0
@@ -160,9 +150,7 @@ def test_awkward_columns_are_handled(reference: pd.DataFrame) -> None:
 
 def test_missing_column_error_names_it(reference: pd.DataFrame) -> None:
     current = make_transactions(seed=1).drop(columns=["channel"])
-    with pytest.raises(
-        ValueError, match=r"current frame: \['channel', 'device_type'\]"
-    ) as exc:
+    with pytest.raises(ValueError, match=r"current frame: \['channel', 'device_type'\]") as exc:
         compute_drift(reference, current, NUMERICAL, [*CATEGORICAL, "device_type"])
     assert "reference frame: ['device_type']" in str(exc.value)
 
@@ -192,14 +180,9 @@ def test_severity_is_comparable_across_test_families() -> None:
     tiny_p = ColumnDrift("c", "chi-square p_value", 0.0, 0.05, True)
     assert math.isfinite(drift_severity(tiny_p)) and drift_severity(tiny_p) > 100
     assert drift_severity(ColumnDrift("d", "K-S p_value", 1.0, 0.05, False)) == 0.0
-    assert (
-        drift_severity(ColumnDrift("e", "not tested", math.nan, math.nan, False))
-        == -math.inf
-    )
+    assert drift_severity(ColumnDrift("e", "not tested", math.nan, math.nan, False)) == -math.inf
 
 
 def test_module_import_does_not_load_evidently() -> None:
-    code = (
-        "import sys, mlops_assets.monitor.drift; assert 'evidently' not in sys.modules"
-    )
+    code = "import sys, mlops_assets.monitor.drift; assert 'evidently' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

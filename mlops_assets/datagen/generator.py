@@ -129,9 +129,7 @@ class GeneratorConfig:
         if self.rows_per_day < 0:
             raise ValueError(f"rows_per_day must be >= 0, got {self.rows_per_day}")
         if not 0.0 <= self.bad_row_share <= 1.0:
-            raise ValueError(
-                f"bad_row_share must be in [0, 1], got {self.bad_row_share}"
-            )
+            raise ValueError(f"bad_row_share must be in [0, 1], got {self.bad_row_share}")
         if not 0.0 <= self.fraud_rate < 0.5:
             raise ValueError(f"fraud_rate must be in [0, 0.5), got {self.fraud_rate}")
         if self.n_customers is not None and self.n_customers < 10:
@@ -158,9 +156,7 @@ class _Scenario:
     sigma_scale: float
     event_probs: tuple[float, float, float]  # pair, split, direct
     partial_prob: float  # fraud takes only part of the victim's balance
-    mule_keeps_prob: (
-        float  # mule keeps a prior balance (its CASH_OUT does not empty it)
-    )
+    mule_keeps_prob: float  # mule keeps a prior balance (its CASH_OUT does not empty it)
     fraud_dest_zero_prob: float  # PaySim quirk on fraud rows
     legit_dest_zero_prob: float  # PaySim quirk on legit customer-destination rows
     legit_empty_prob: float  # legit TRANSFER/CASH_OUT moving the whole balance
@@ -225,9 +221,7 @@ def _pool(seed: int, n_customers: int) -> _Pool:
     rng = np.random.default_rng([seed, 0, 1])
     ids = _unique_ids(rng, n_customers + max(n_customers // 5, 20))
     customer_ids, merchant_ids = ids[:n_customers], ids[n_customers:]
-    wealth = np.minimum(
-        rng.lognormal(math.log(80_000 * 100), 1.2, n_customers), _MAX_WEALTH_CENTS
-    )
+    wealth = np.minimum(rng.lognormal(math.log(80_000 * 100), 1.2, n_customers), _MAX_WEALTH_CENTS)
     n_mules = max(n_customers // 200, 2)
     mule_idx = rng.choice(n_customers, size=n_mules, replace=False)
     activity = rng.gamma(2.0, 1.0, n_customers)
@@ -238,9 +232,7 @@ def _pool(seed: int, n_customers: int) -> _Pool:
     return _Pool(customer_ids, wealth, activity_cdf, mule_idx, merchant_ids)
 
 
-def _jitter(
-    rng: np.random.Generator, base: np.ndarray, sigma: float = 0.35
-) -> np.ndarray:
+def _jitter(rng: np.random.Generator, base: np.ndarray, sigma: float = 0.35) -> np.ndarray:
     """Per-transaction balance around an account's typical balance, in whole cents."""
     return np.rint(base * rng.lognormal(0.0, sigma, base.size)).astype(np.int64)
 
@@ -264,9 +256,7 @@ def _legit_rows(
     log_amount = (_AMOUNT_MU[type_code] + sc.amount_shift) + (
         _AMOUNT_SIGMA[type_code] * sc.sigma_scale
     ) * rng.standard_normal(n)
-    amount = np.clip(np.rint(np.exp(log_amount) * 100), 1, _MAX_AMOUNT_CENTS).astype(
-        np.int64
-    )
+    amount = np.clip(np.rint(np.exp(log_amount) * 100), 1, _MAX_AMOUNT_CENTS).astype(np.int64)
 
     old_org = _jitter(rng, pool.wealth_cents[orig])
     old_org[rng.random(n) < sc.zero_balance_prob] = 0
@@ -331,9 +321,7 @@ def _split_amounts(
     weights = rng.random(leg_event.size) + 0.5
     running = np.cumsum(weights)
     start = (running - weights)[pos == 0]
-    cum_frac = (running - start[leg_event]) / np.bincount(leg_event, weights=weights)[
-        leg_event
-    ]
+    cum_frac = (running - start[leg_event]) / np.bincount(leg_event, weights=weights)[leg_event]
     cum_frac[pos == legs[leg_event] - 1] = 1.0  # the last leg takes the exact remainder
     cum_amount = np.rint(total[leg_event] * cum_frac).astype(np.int64)
     before = np.where(pos == 0, 0, np.roll(cum_amount, 1))
@@ -349,11 +337,7 @@ def _fraud_rows(
     kind = rng.choice(3, size=max(n_target, 1), p=sc.event_probs)
     legs = np.where(kind == _SPLIT, rng.integers(2, 4, kind.size), 1)
     rows_per_event = np.where(kind == _DIRECT, 1, 2 * legs)
-    n_events = (
-        int(np.searchsorted(np.cumsum(rows_per_event), n_target)) + 1
-        if n_target > 0
-        else 0
-    )
+    n_events = int(np.searchsorted(np.cumsum(rows_per_event), n_target)) + 1 if n_target > 0 else 0
     kind, legs = kind[:n_events], legs[:n_events]
 
     victim = rng.integers(0, n_customers, n_events)
@@ -388,9 +372,7 @@ def _fraud_rows(
     victim_old = balance[leg_event] - before
     mule_pos = rng.integers(0, pool.mule_idx.size, n_legs)
     mule = pool.mule_idx[mule_pos]
-    mule = np.where(
-        mule == victim_leg, pool.mule_idx[(mule_pos + 1) % pool.mule_idx.size], mule
-    )
+    mule = np.where(mule == victim_leg, pool.mule_idx[(mule_pos + 1) % pool.mule_idx.size], mule)
     mule_prior = np.where(
         rng.random(n_legs) < sc.mule_keeps_prob,
         _jitter(rng, pool.wealth_cents[mule]),
@@ -408,9 +390,7 @@ def _fraud_rows(
         "old_org": victim_old,
         "new_org": victim_old - part,
         "dest": np.where(direct, direct_dest, mule),
-        "old_dest": np.where(
-            direct, _jitter(rng, pool.wealth_cents[direct_dest]), mule_prior
-        ),
+        "old_dest": np.where(direct, _jitter(rng, pool.wealth_cents[direct_dest]), mule_prior),
         "offset_ms": t_first,
     }
     # ... and the mule's CASH_OUT of the received money (not for direct events).
@@ -425,9 +405,7 @@ def _fraud_rows(
         "old_dest": _jitter(rng, pool.wealth_cents[cash_out_dest[cash]]),
         "offset_ms": t_cash_out[cash],
     }
-    rows = {
-        key: np.concatenate([first[key], second[key]]).astype(np.int64) for key in first
-    }
+    rows = {key: np.concatenate([first[key], second[key]]).astype(np.int64) for key in first}
     n_rows = rows["amount"].size
     zero_dest = rng.random(n_rows) < sc.fraud_dest_zero_prob
     rows["new_dest"] = np.where(zero_dest, 0, rows["old_dest"] + rows["amount"])
@@ -490,24 +468,18 @@ def _to_frame(
         oldbalanceOrg=money["oldbalanceOrg"],
         newbalanceOrig=money["newbalanceOrig"],
         nameDest=pl.concat_str(
-            pl.when(pl.col("dest_is_merchant"))
-            .then(pl.lit("M"))
-            .otherwise(pl.lit("C")),
+            pl.when(pl.col("dest_is_merchant")).then(pl.lit("M")).otherwise(pl.lit("C")),
             pl.col("dest_id").cast(pl.Utf8),
         ),
         oldbalanceDest=money["oldbalanceDest"],
         newbalanceDest=money["newbalanceDest"],
         isFraud=pl.col("is_fraud").cast(pl.Int64),
         isFlaggedFraud=pl.col("flagged").cast(pl.Int64),
-        timestamp=(pl.col("offset_ms") * 1000 + day_start_us).cast(
-            pl.Datetime("us", "UTC")
-        ),
+        timestamp=(pl.col("offset_ms") * 1000 + day_start_us).cast(pl.Datetime("us", "UTC")),
     )
 
 
-def _corrupt(
-    frame: pl.DataFrame, rng: np.random.Generator, share: float
-) -> pl.DataFrame:
+def _corrupt(frame: pl.DataFrame, rng: np.random.Generator, share: float) -> pl.DataFrame:
     """Cast every column to Utf8 and break the contract on ``share`` of the rows.
 
     Bad rows are spread evenly over ``BAD_ROW_KINDS`` (one defect per row); ``isFraud``
@@ -525,10 +497,7 @@ def _corrupt(
     k, v = pl.col("_kind"), pl.col("_variant")
     noise_str = pl.col("_noise").cast(pl.Utf8)
     unknown_type = (
-        pl.when(v == 0)
-        .then(pl.lit(_UNKNOWN_TYPES[0]))
-        .when(v == 1)
-        .then(pl.lit(_UNKNOWN_TYPES[1]))
+        pl.when(v == 0).then(pl.lit(_UNKNOWN_TYPES[0])).when(v == 1).then(pl.lit(_UNKNOWN_TYPES[1]))
     )
     unknown_type = unknown_type.otherwise(pl.lit(_UNKNOWN_TYPES[2]))
     as_text = frame.with_columns(
@@ -575,9 +544,7 @@ def generate_day(day: date, config: GeneratorConfig) -> pl.DataFrame:
     ``bad_row_share`` of the rows break the data contract.
     """
     if day < config.epoch:
-        raise ValueError(
-            f"day {day} is before the epoch {config.epoch}; PaySim steps start at 1"
-        )
+        raise ValueError(f"day {day} is before the epoch {config.epoch}; PaySim steps start at 1")
     scenario = _DRIFT if config.is_drift(day) else _CLEAN
     pool = _pool(config.seed, config.customer_pool_size)
     rng = np.random.default_rng([config.seed, day.toordinal()])
@@ -608,9 +575,7 @@ def day_file_name(day: date, fmt: str = "csv") -> str:
 
 def _write_atomic(frame: pl.DataFrame, target: Path, fmt: str) -> None:
     """Write to a hidden temp file next to ``target``, fsync, then ``os.replace`` it."""
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             if fmt == "csv":
@@ -645,7 +610,4 @@ def write_days(
     """Land ``days`` consecutive days from ``start``; returns the written paths."""
     if days < 0:
         raise ValueError(f"days must be >= 0, got {days}")
-    return [
-        write_day(start + timedelta(days=i), config, landing_dir, fmt)
-        for i in range(days)
-    ]
+    return [write_day(start + timedelta(days=i), config, landing_dir, fmt) for i in range(days)]

@@ -41,7 +41,14 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "dest_amount_sum_24h",
 )
 LABEL_COLUMN = "isFraud"
-KEY_COLUMNS: tuple[str, ...] = ("transaction_id", "txn_date", "timestamp", "type", "nameOrig", "nameDest")
+KEY_COLUMNS: tuple[str, ...] = (
+    "transaction_id",
+    "txn_date",
+    "timestamp",
+    "type",
+    "nameOrig",
+    "nameDest",
+)
 
 _FEATURE_SQL = """
 SELECT * FROM (

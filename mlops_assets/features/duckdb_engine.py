@@ -23,6 +23,6 @@ def compute_features_duckdb(validated: pa.Table, day: date, threads: int | None 
     connection = duckdb.connect(config={"threads": threads} if threads else {})
     try:
         connection.register("transactions", with_event_seconds(validated))
-        return connection.execute(feature_sql(day)).to_arrow_table()
+        return connection.sql(feature_sql(day)).to_arrow_table()
     finally:
         connection.close()

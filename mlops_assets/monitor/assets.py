@@ -83,8 +83,12 @@ def drift_report(
         f"(share {summary.drift_share:.2f}); report at {report_uri}"
     )
     per_column = {
-        c.column: {"test": c.stattest, "score": c.score, "threshold": c.threshold,
-                   "drifted": c.drifted}
+        c.column: {
+            "test": c.stattest,
+            "score": c.score,
+            "threshold": c.threshold,
+            "drifted": c.drifted,
+        }
         for c in summary.columns
     }
     yield dg.MaterializeResult(

@@ -115,9 +115,7 @@ def _check_columns(
         raise ValueError("current frame is empty")
     requested = [*numerical, *categorical]
     if not requested:
-        raise ValueError(
-            "no columns requested: pass at least one numerical or categorical column"
-        )
+        raise ValueError("no columns requested: pass at least one numerical or categorical column")
     duplicated = sorted({c for c in requested if requested.count(c) > 1})
     if duplicated:
         raise ValueError(
@@ -143,9 +141,7 @@ def _check_columns(
         raise ValueError(f"numerical columns with a non-numeric dtype: {non_numeric}")
 
 
-def _sample_positions(
-    n_rows: int, max_rows: int, rng: np.random.Generator
-) -> np.ndarray | None:
+def _sample_positions(n_rows: int, max_rows: int, rng: np.random.Generator) -> np.ndarray | None:
     """Sorted row positions of a without-replacement sample, or None when no sampling is needed."""
     if n_rows <= max_rows:
         return None
@@ -171,8 +167,7 @@ def _prepare(
     out = pd.DataFrame(
         {
             **{
-                c: subset[c].astype("float64").replace([np.inf, -np.inf], np.nan)
-                for c in numerical
+                c: subset[c].astype("float64").replace([np.inf, -np.inf], np.nan) for c in numerical
             },
             **{c: subset[c].astype(object) for c in categorical},
         }
@@ -192,15 +187,11 @@ def _untestable(
             if frame[column].isna().all()
         ]
         if empty_sides:
-            reasons[column] = (
-                f"not tested: no non-missing values in {' and '.join(empty_sides)}"
-            )
+            reasons[column] = f"not tested: no non-missing values in {' and '.join(empty_sides)}"
     return reasons
 
 
-def _is_p_value_test(
-    stattest: str, score: float, threshold: float, drifted: bool
-) -> bool:
+def _is_p_value_test(stattest: str, score: float, threshold: float, drifted: bool) -> bool:
     """Whether a low score means drift (p-value) rather than a high one (distance).
 
     Known Evidently tests are looked up by display name; for anything else (custom
@@ -231,9 +222,7 @@ def drift_severity(column: ColumnDrift) -> float:
         return -math.inf
     if _is_p_value_test(column.stattest, score, threshold, column.drifted):
         if 0.0 < threshold < 1.0:
-            return abs(
-                math.log(min(max(score, _MIN_P_VALUE), 1.0)) / math.log(threshold)
-            )
+            return abs(math.log(min(max(score, _MIN_P_VALUE), 1.0)) / math.log(threshold))
         return threshold / max(score, _MIN_P_VALUE)
     if threshold <= 0.0:
         return math.inf if score > 0 else 1.0
@@ -246,7 +235,10 @@ def _sort_key(column: ColumnDrift) -> tuple[bool, float, str]:
 
 
 def _type_name(config: Mapping[str, Any]) -> str:
-    """Short metric type from an Evidently config, e.g. ``"evidently:metric_v2:ValueDrift"`` -> ``"ValueDrift"``."""
+    """Short metric type from an Evidently config.
+
+    E.g. ``"evidently:metric_v2:ValueDrift"`` -> ``"ValueDrift"``.
+    """
     return str(config.get("type", "")).rsplit(":", 1)[-1]
 
 
@@ -277,9 +269,7 @@ def _extract(snapshot_dict: Mapping[str, Any]) -> list[ColumnDrift]:
         else:  # defensive: no test emitted, decide from the known test direction
             is_p = _is_p_value_test(stattest, score, threshold, drifted=False)
             drifted = score < threshold if is_p else score >= threshold
-        columns.append(
-            ColumnDrift(str(config["column"]), stattest, score, threshold, drifted)
-        )
+        columns.append(ColumnDrift(str(config["column"]), stattest, score, threshold, drifted))
     return columns
 
 
@@ -294,15 +284,9 @@ def _run_evidently(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    definition = DataDefinition(
-        numerical_columns=numerical, categorical_columns=categorical
-    )
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     report = Report(
-        [
-            DataDriftPreset(
-                columns=[*numerical, *categorical], drift_share=drift_share_threshold
-            )
-        ],
+        [DataDriftPreset(columns=[*numerical, *categorical], drift_share=drift_share_threshold)],
         include_tests=True,  # ValueDrift emits a per-column pass/fail test only with this on
     )
     with warnings.catch_warnings():
@@ -348,9 +332,7 @@ def compute_drift(
             with data to test.
     """
     if not 0.0 < drift_share_threshold <= 1.0:
-        raise ValueError(
-            f"drift_share_threshold must be in (0, 1], got {drift_share_threshold}"
-        )
+        raise ValueError(f"drift_share_threshold must be in (0, 1], got {drift_share_threshold}")
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     numerical, categorical = list(numerical), list(categorical)
@@ -368,9 +350,7 @@ def compute_drift(
     if not tested_num and not tested_cat:
         raise ValueError(f"no column has data to test on both sides: {skipped}")
 
-    snapshot_dict, html = _run_evidently(
-        ref, cur, tested_num, tested_cat, drift_share_threshold
-    )
+    snapshot_dict, html = _run_evidently(ref, cur, tested_num, tested_cat, drift_share_threshold)
     tested = _extract(snapshot_dict)
     if len(tested) != len(tested_num) + len(tested_cat):
         raise RuntimeError(
@@ -383,10 +363,7 @@ def compute_drift(
     drifted_columns = sum(c.drifted for c in tested)
     total = len(tested)
     drift_share = drifted_columns / total
-    untested = [
-        ColumnDrift(c, reason, math.nan, math.nan, False)
-        for c, reason in skipped.items()
-    ]
+    untested = [ColumnDrift(c, reason, math.nan, math.nan, False) for c, reason in skipped.items()]
     return DriftSummary(
         drift_share=drift_share,
         drifted_columns=drifted_columns,
@@ -410,8 +387,6 @@ def top_drifted(
     Note that scores of different tests are not on one scale (p-values vs distances).
     """
     picked = [
-        c
-        for c in summary.columns
-        if not math.isnan(c.score) and (c.drifted or not only_drifted)
+        c for c in summary.columns if not math.isnan(c.score) and (c.drifted or not only_drifted)
     ]
     return {c.column: c.score for c in picked[: max(n, 0)]}

@@ -42,7 +42,10 @@ def resolve_alias(mlflow_tracking: MlflowTracking, name: str, alias: str) -> Ali
     if threshold is None:
         threshold = client.get_run(version.run_id).data.metrics["threshold"]
     return AliasedModel(
-        name=name, alias=alias, version=str(version.version), run_id=version.run_id,
+        name=name,
+        alias=alias,
+        version=str(version.version),
+        run_id=version.run_id,
         threshold=float(threshold),
     )
 

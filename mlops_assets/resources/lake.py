@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from pydantic import Field
 
 from mlops_assets.tables import PARTITION_COLUMN, LakeTable
 from mlops_assets.uris import join_uri, write_text
@@ -39,9 +40,7 @@ class PartitionWrite:
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
     """Arrow schema as a Dagster table schema (shown in the asset's Columns tab)."""
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
-    )
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
 
 
 class DeltaLake(dg.ConfigurableResource):
@@ -52,7 +51,7 @@ class DeltaLake(dg.ConfigurableResource):
     """
 
     root_uri: str
-    storage_options: dict[str, str] = {}
+    storage_options: dict[str, str] = Field(default_factory=dict)
 
     def table_uri(self, table: LakeTable) -> str:
         return join_uri(self.root_uri, table.path)

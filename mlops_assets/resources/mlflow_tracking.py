@@ -35,7 +35,7 @@ class MlflowTracking(dg.ConfigurableResource):
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
 
-    def client(self):  # noqa: ANN201 - mlflow is imported lazily
+    def client(self):
         """An MlflowClient bound to this tracking and registry URI."""
         from mlflow import MlflowClient
 
@@ -77,9 +77,7 @@ class MlflowTracking(dg.ConfigurableResource):
         }
         if context.has_partition_key:
             tags["dagster.partition_key"] = context.partition_key
-        run = mlflow.start_run(
-            experiment_id=self.experiment_id(), run_name=run_name, tags=tags
-        )
+        run = mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name, tags=tags)
         status = "FAILED"
         try:
             yield run

@@ -13,7 +13,7 @@ from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.tables import SCORED_TRANSACTIONS, TRANSACTION_FEATURES
-from mlops_assets.train.model import fraud_scores
+from mlops_assets.train.model import fraud_scores, model_inputs
 
 
 @dg.asset(
@@ -37,7 +37,7 @@ def scored_transactions(
     if features.empty:
         raise dg.Failure(description=f"transaction_features has no rows for {day}")
     model = load_xgboost(champion)
-    scores = fraud_scores(model, features[list(FEATURE_COLUMNS)])
+    scores = fraud_scores(model, model_inputs(features, FEATURE_COLUMNS))
     flagged = scores >= champion.threshold
     rows = len(features)
     table = pa.table(

@@ -19,6 +19,7 @@ from mlops_assets.train.model import (
     evaluate,
     fit_xgboost,
     fraud_scores,
+    model_inputs,
 )
 from mlops_assets.train.split import choose_window
 from mlops_assets.validate.contract import CONTRACT_VERSION, contract_hash
@@ -95,12 +96,14 @@ def fraud_model(
     )
 
     columns = list(FEATURE_COLUMNS)
+    train_inputs = model_inputs(train, columns)
     try:
-        model = fit_xgboost(train[columns], train[LABEL_COLUMN])
+        model = fit_xgboost(train_inputs, train[LABEL_COLUMN])
         threshold = best_f1_threshold(
-            calibration[LABEL_COLUMN].to_numpy(), fraud_scores(model, calibration[columns])
+            calibration[LABEL_COLUMN].to_numpy(),
+            fraud_scores(model, model_inputs(calibration, columns)),
         )
-        holdout_scores = fraud_scores(model, holdout[columns])
+        holdout_scores = fraud_scores(model, model_inputs(holdout, columns))
         metrics = evaluate(holdout[LABEL_COLUMN].to_numpy(), holdout_scores, threshold)
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
@@ -119,10 +122,16 @@ def fraud_model(
     }
     with mlflow_tracking.start_run(context, run_name="fraud_model") as run:
         mlflow.set_tags(lineage)
-        mlflow.log_params({**DEFAULT_PARAMS, "features": len(columns),
-                           "train_rows": len(train), "holdout_rows": len(holdout)})
+        mlflow.log_params(
+            {
+                **DEFAULT_PARAMS,
+                "features": len(columns),
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+            }
+        )
         mlflow.log_metrics({**metrics.as_dict(), "baseline_pr_auc": metrics.fraud_rate})
-        example = train[columns].head(5)
+        example = train_inputs.head(5)
         info = mlflow.xgboost.log_model(
             model,
             name="model",
@@ -131,9 +140,9 @@ def fraud_model(
             input_example=example,
             model_type="fraud_classifier",
         )
-        reference = train.sample(
-            n=min(REFERENCE_ROWS, len(train)), random_state=0
-        )[[*columns, "type", LABEL_COLUMN]]
+        reference = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0)[
+            [*columns, "type", LABEL_COLUMN]
+        ]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "features.parquet"
             reference.to_parquet(path, index=False)

@@ -57,7 +57,9 @@ class HoldoutMetrics:
 
 
 def fit_xgboost(
-    features: pd.DataFrame, labels: pd.Series, params: dict[str, Any] | None = None,
+    features: pd.DataFrame,
+    labels: pd.Series,
+    params: dict[str, Any] | None = None,
     threads: int | None = None,
 ) -> xgb.XGBClassifier:
     """Fit the classifier (``hist`` trees) on the given features and 0/1 labels."""
@@ -69,6 +71,11 @@ def fit_xgboost(
     model = xgb.XGBClassifier(**{**DEFAULT_PARAMS, **(params or {})}, n_jobs=threads)
     model.fit(features, labels)
     return model
+
+
+def model_inputs(frame: pd.DataFrame, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """The model's input matrix: the feature columns, in order, as float64."""
+    return frame[list(columns)].astype("float64")
 
 
 def fraud_scores(model: xgb.XGBClassifier, features: pd.DataFrame) -> np.ndarray:

@@ -29,7 +29,7 @@ class TrainingWindow:
 def choose_window(
     available: list[date], window_days: int, holdout_days: int, end: date | None = None
 ) -> TrainingWindow:
-    """The latest ``window_days`` available days up to ``end``; the last ``holdout_days`` held out."""
+    """The latest ``window_days`` days up to ``end``; the last ``holdout_days`` held out."""
     if holdout_days < 1 or window_days <= holdout_days:
         raise ValueError(
             f"window_days ({window_days}) must exceed holdout_days ({holdout_days}) >= 1"

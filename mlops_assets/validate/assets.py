@@ -1,4 +1,4 @@
-"""The silver ``validated_transactions`` and ``quarantined_transactions`` assets and their checks."""
+"""The silver ``validated_transactions`` and ``quarantined_transactions`` assets, and checks."""
 
 from collections.abc import Iterator
 

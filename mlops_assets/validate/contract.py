@@ -69,8 +69,10 @@ class TransactionContract(pa.DataFrameModel):
 def contract_hash() -> str:
     """A short, stable hash of the contract's definition (columns, types and checks)."""
     schema = TransactionContract.to_schema()
-    parts = [f"{name}:{column.dtype}:{[str(c) for c in column.checks]}:{column.nullable}"
-             for name, column in sorted(schema.columns.items())]
+    parts = [
+        f"{name}:{column.dtype}:{[str(c) for c in column.checks]}:{column.nullable}"
+        for name, column in sorted(schema.columns.items())
+    ]
     parts += [str(check) for check in schema.checks]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -79,8 +81,11 @@ def describe_contract() -> dict[str, str]:
     """Column -> human-readable rule, for documentation and UI metadata."""
     schema = TransactionContract.to_schema()
     return {
-        name: ", ".join([str(column.dtype)] + [c.name for c in column.checks] + (
-            [] if column.nullable else ["not null"]))
+        name: ", ".join(
+            [str(column.dtype)]
+            + [c.name for c in column.checks]
+            + ([] if column.nullable else ["not null"])
+        )
         for name, column in schema.columns.items()
         if name != "partition_day"
     }

@@ -50,8 +50,10 @@ def _text(column: str) -> pl.Expr:
 def _parse_timestamp(epoch: date) -> pl.Expr:
     text = _text("timestamp")
     delivered = pl.coalesce(
-        [text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False)
-         for f in _TIMESTAMP_FORMATS]
+        [
+            text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False)
+            for f in _TIMESTAMP_FORMATS
+        ]
     )
     epoch_start = datetime(epoch.year, epoch.month, epoch.day)
     step = _text("step").cast(pl.Int64, strict=False)
@@ -59,7 +61,9 @@ def _parse_timestamp(epoch: date) -> pl.Expr:
         pl.lit(epoch_start).dt.replace_time_zone("UTC") + pl.duration(hours=step - 1)
     ).dt.cast_time_unit("us")
     return (
-        pl.when(pl.col("_timestamp_from_step")).then(from_step).otherwise(delivered)
+        pl.when(pl.col("_timestamp_from_step"))
+        .then(from_step)
+        .otherwise(delivered)
         .alias("timestamp")
     )
 
@@ -74,9 +78,7 @@ def parse_delivered_text(raw: pl.DataFrame, day: date, epoch: date) -> pl.DataFr
             parsed.append(_text(column).alias(column))
         else:
             parsed.append(_text(column).cast(dtype, strict=False).alias(column))
-    return raw.select(
-        pl.col(_ROW), *parsed, pl.lit(day, dtype=pl.Date).alias("partition_day")
-    )
+    return raw.select(pl.col(_ROW), *parsed, pl.lit(day, dtype=pl.Date).alias("partition_day"))
 
 
 def _parse_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame:
@@ -86,17 +88,24 @@ def _parse_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame:
         if dtype == pl.Utf8:
             continue
         delivered = raw.get_column(column)
-        mask = delivered.cast(pl.Utf8).str.strip_chars().is_not_null() & (
-            delivered.cast(pl.Utf8).str.strip_chars() != ""
-        ) & typed.get_column(column).is_null()
+        mask = (
+            delivered.cast(pl.Utf8).str.strip_chars().is_not_null()
+            & (delivered.cast(pl.Utf8).str.strip_chars() != "")
+            & typed.get_column(column).is_null()
+        )
         if column == "timestamp":
             mask = mask & ~raw.get_column("_timestamp_from_step")
         rows = raw.get_column(_ROW).filter(mask)
-        failures.append(pl.DataFrame({
-            _ROW: rows,
-            "column": [column] * rows.len(),
-            "rule": [f"{column}: not a valid {dtype}"] * rows.len(),
-        }, schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8}))
+        failures.append(
+            pl.DataFrame(
+                {
+                    _ROW: rows,
+                    "column": [column] * rows.len(),
+                    "rule": [f"{column}: not a valid {dtype}"] * rows.len(),
+                },
+                schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8},
+            )
+        )
     return pl.concat(failures)
 
 
@@ -151,23 +160,33 @@ def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome
     parse_failures = _parse_failures(raw, typed)
     contract_failures = _contract_failures(typed).join(
         # a value that did not parse is reported once, as a type error, not also as null
-        parse_failures.select(_ROW, "column"), on=[_ROW, "column"], how="anti"
+        parse_failures.select(_ROW, "column"),
+        on=[_ROW, "column"],
+        how="anti",
     )
     failures = pl.concat([parse_failures, contract_failures, _duplicate_failures(raw)])
     rules = failures.group_by(_ROW).agg(pl.col("rule").unique().sort().alias("_rules"))
 
     quarantined = (
         raw.join(rules, on=_ROW, how="inner")
-        .select(*[pl.col(c).cast(pl.Utf8) for c in DELIVERED_COLUMNS],
-                "_source_file", "_source_row", "_ingested_at", "_rules")
+        .select(
+            *[pl.col(c).cast(pl.Utf8) for c in DELIVERED_COLUMNS],
+            "_source_file",
+            "_source_row",
+            "_ingested_at",
+            "_rules",
+        )
         .sort("_source_file", "_source_row")
     )
     valid = (
         typed.join(rules, on=_ROW, how="anti")
         .join(raw.select(_ROW, "_source_file", "_source_row", "_ingested_at"), on=_ROW)
         .with_columns(
-            (pl.col("_source_file").str.split("/").list.last().str.replace(r"\.[^.]+$", "")
-             + ":" + pl.col("_source_row").cast(pl.Utf8)).alias("transaction_id")
+            (
+                pl.col("_source_file").str.split("/").list.last().str.replace(r"\.[^.]+$", "")
+                + ":"
+                + pl.col("_source_row").cast(pl.Utf8)
+            ).alias("transaction_id")
         )
         .select("transaction_id", *DELIVERED_COLUMNS, "_source_file", "_source_row", "_ingested_at")
         .sort("_source_file", "_source_row")

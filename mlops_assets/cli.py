@@ -1,0 +1,118 @@
+"""The project's commands: ``demo``, ``ui`` (Dagster) and ``mlflow-ui``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from mlops_assets.settings import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mlops_assets.demo import DemoFailed, default_plan, run_demo, where_to_look
+
+    settings = load_settings()
+    plan = default_plan(days=args.days, start=args.start, drift_days=args.drift_days)
+    try:
+        outcome = run_demo(
+            settings,
+            plan,
+            rows_per_day=args.rows_per_day,
+            bad_row_share=args.bad_row_share,
+            seed=args.seed,
+            fmt=args.format,
+        )
+    except DemoFailed as error:
+        print(f"\nDemo failed: {error}", file=sys.stderr)
+        return 1
+    print(where_to_look(settings, outcome))
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from mlops_assets.demo import prepare_dagster_home
+
+    prepare_dagster_home(load_settings())
+    command = [
+        "dagster",
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}", flush=True)
+    os.execvp(command[0], command)
+
+
+def _mlflow_ui(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    command = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        settings.resolved_mlflow_tracking_uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    print(" ".join(command), flush=True)
+    os.execvp(command[0], command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate demo data and materialize the whole graph")
+    demo.add_argument("--days", type=int, default=9, help="days of data (default 9)")
+    demo.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=None,
+        help="first day (default: so that the last day is yesterday, UTC)",
+    )
+    demo.add_argument("--rows-per-day", type=int, default=20_000)
+    demo.add_argument(
+        "--drift-days",
+        type=int,
+        default=2,
+        help="how many of the last days carry the drift scenario (default 2)",
+    )
+    demo.add_argument(
+        "--bad-row-share",
+        type=float,
+        default=0.01,
+        help="share of contract-breaking rows per day (default 0.01)",
+    )
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    demo.set_defaults(handler=_demo)
+
+    ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=_ui)
+
+    mlflow_ui = commands.add_parser("mlflow-ui", help="open the MLflow UI on the project store")
+    mlflow_ui.add_argument("--host", default="127.0.0.1")
+    mlflow_ui.add_argument("--port", type=int, default=5000)
+    mlflow_ui.set_defaults(handler=_mlflow_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
