@@ -1,0 +1,35 @@
+"""Test helpers that build real tables with the project's own pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pyarrow as pa
+
+from mlops_assets.datagen import GeneratorConfig, generate_day
+from mlops_assets.features.duckdb_engine import compute_features_duckdb
+from mlops_assets.validate.rules import apply_contract
+
+
+def validated_day(day: date, config: GeneratorConfig) -> pl.DataFrame:
+    """A generated day passed through the contract, as the silver table holds it."""
+    generated = generate_day(day, config)
+    raw = generated.with_columns(pl.all().cast(pl.Utf8)).with_columns(
+        pl.lit(f"transactions_{day}.csv").alias("_source_file"),
+        pl.int_range(1, generated.height + 1, dtype=pl.Int64).alias("_source_row"),
+        pl.lit(datetime(2026, 1, 1, tzinfo=UTC)).alias("_ingested_at"),
+        pl.lit(False).alias("_timestamp_from_step"),
+    )
+    outcome = apply_contract(raw, day, config.epoch)
+    return outcome.valid.with_columns(pl.lit(day).alias("txn_date"))
+
+
+def feature_days(days: list[date], config: GeneratorConfig) -> pl.DataFrame:
+    """Features of every day but the first (which only supplies the 24-hour look-back)."""
+    validated = {day: validated_day(day, config) for day in days}
+    frames = []
+    for previous, day in zip(days, days[1:], strict=False):
+        table: pa.Table = pl.concat([validated[previous], validated[day]]).to_arrow()
+        frames.append(pl.from_arrow(compute_features_duckdb(table, day)))
+    return pl.concat(frames)

@@ -1,0 +1,112 @@
+"""Delta partitions: a day's write replaces exactly that day, atomically, and can be time-travelled."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.tables import LakeTable
+
+TABLE = LakeTable("silver", "things")
+DAY_1, DAY_2, DAY_3 = date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)
+
+
+def rows(values: list[int]) -> pa.Table:
+    return pa.table({"value": pa.array(values, pa.int64())})
+
+
+def values(lake: DeltaLake, day: date) -> list[int]:
+    return sorted(lake.read(TABLE, days=[day]).column("value").to_pylist())
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> DeltaLake:
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    lake.overwrite_day(TABLE, rows([1, 2, 3]), DAY_1)
+    lake.overwrite_day(TABLE, rows([10, 20]), DAY_2)
+    lake.overwrite_day(TABLE, rows([100]), DAY_3)
+    return lake
+
+
+def test_rewriting_a_day_replaces_only_that_day(lake: DeltaLake) -> None:
+    before = {d: values(lake, d) for d in (DAY_1, DAY_3)}
+    for _ in range(2):
+        write = lake.overwrite_day(TABLE, rows([11, 21, 31]), DAY_2)
+    assert values(lake, DAY_2) == [11, 21, 31]
+    assert {d: values(lake, d) for d in (DAY_1, DAY_3)} == before
+    assert write.rows == 3
+    assert write.version == 4
+    assert lake.read(TABLE).num_rows == 3 + 3 + 1
+    assert lake.days(TABLE) == [DAY_1, DAY_2, DAY_3]
+
+
+def test_untouched_days_keep_their_files(lake: DeltaLake) -> None:
+    table = DeltaTable(lake.table_uri(TABLE))
+    files_before = {f for f in table.file_uris() if "2026-01-02" not in f}
+    lake.overwrite_day(TABLE, rows([7]), DAY_2)
+    files_after = set(DeltaTable(lake.table_uri(TABLE)).file_uris())
+    assert files_before <= files_after
+
+
+def test_partition_column_of_another_type_still_replaces_one_day(lake: DeltaLake) -> None:
+    """DESIGN.md's trap: a string partition value must not overwrite the whole table."""
+    as_text = rows([5]).append_column("txn_date", pa.array(["2026-01-02"], pa.string()))
+    lake.overwrite_day(TABLE, as_text, DAY_2)
+    assert values(lake, DAY_2) == [5]
+    assert values(lake, DAY_1) == [1, 2, 3]
+    assert values(lake, DAY_3) == [100]
+    assert (
+        DeltaTable(lake.table_uri(TABLE)).schema().to_arrow().field("txn_date").type == pa.date32()
+    )
+
+
+def test_rows_of_another_day_are_refused_and_nothing_is_written(lake: DeltaLake) -> None:
+    version = lake.version(TABLE)
+    wrong = rows([1, 2]).append_column("txn_date", pa.array([DAY_2, DAY_3], pa.date32()))
+    with pytest.raises(ValueError, match=r"1 row\(s\) have txn_date != 2026-01-02"):
+        lake.overwrite_day(TABLE, wrong, DAY_2)
+    assert lake.version(TABLE) == version
+    assert values(lake, DAY_2) == [10, 20]
+
+
+def test_an_empty_write_clears_the_day(lake: DeltaLake) -> None:
+    lake.overwrite_day(TABLE, rows([]), DAY_2)
+    assert values(lake, DAY_2) == []
+    assert lake.days(TABLE) == [DAY_1, DAY_3]
+
+
+def test_pinned_versions_read_the_past(lake: DeltaLake) -> None:
+    pinned = lake.version(TABLE)
+    lake.overwrite_day(TABLE, rows([99]), DAY_1)
+    assert sorted(lake.read(TABLE, days=[DAY_1], version=pinned).column("value").to_pylist()) == [
+        1,
+        2,
+        3,
+    ]
+    assert values(lake, DAY_1) == [99]
+
+
+def test_a_new_nullable_column_is_merged(lake: DeltaLake) -> None:
+    wider = pa.table({"value": pa.array([4], pa.int64()), "note": pa.array(["x"])})
+    lake.overwrite_day(TABLE, wider, DAY_3)
+    assert lake.read(TABLE, days=[DAY_1]).column("note").null_count == 3
+    assert lake.read(TABLE, days=[DAY_3]).column("note").to_pylist() == ["x"]
+
+
+def test_reading_a_missing_table_says_what_to_do(tmp_path: Path) -> None:
+    lake = DeltaLake(root_uri=str(tmp_path / "empty"))
+    assert lake.days(TABLE) == []
+    assert lake.version(TABLE) is None
+    with pytest.raises(FileNotFoundError, match="silver/things does not exist"):
+        lake.read(TABLE)
+
+
+def test_reports_are_written_under_the_lake(lake: DeltaLake) -> None:
+    uri = lake.write_report("<html></html>", "drift_report", "2026-01-01.html")
+    assert uri.endswith("reports/drift_report/2026-01-01.html")
+    assert Path(uri).read_text() == "<html></html>"
