@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -29,7 +30,7 @@ def feature_days(days: list[date], config: GeneratorConfig) -> pl.DataFrame:
     """Features of every day but the first (which only supplies the 24-hour look-back)."""
     validated = {day: validated_day(day, config) for day in days}
     frames = []
-    for previous, day in zip(days, days[1:], strict=False):
+    for previous, day in itertools.pairwise(days):
         table: pa.Table = pl.concat([validated[previous], validated[day]]).to_arrow()
         frames.append(pl.from_arrow(compute_features_duckdb(table, day)))
     return pl.concat(frames)

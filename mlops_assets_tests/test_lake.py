@@ -1,4 +1,4 @@
-"""Delta partitions: a day's write replaces exactly that day, atomically, and can be time-travelled."""
+"""Delta partitions: writing a day replaces exactly that day, atomically; time travel works."""
 
 from __future__ import annotations
 
