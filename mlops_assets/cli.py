@@ -13,6 +13,12 @@ from mlops_assets.settings import load_settings
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _tool(name: str) -> str:
+    """A console script of this environment (works without activating the virtualenv)."""
+    script = Path(sys.prefix) / "bin" / name
+    return str(script) if script.exists() else name
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops_assets.demo import DemoFailed, default_plan, run_demo, where_to_look
 
@@ -37,9 +43,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     from mlops_assets.demo import prepare_dagster_home
 
-    prepare_dagster_home(load_settings())
+    settings = load_settings()
+    os.environ.setdefault("MLOPS_HOME", str(settings.home_path))
+    prepare_dagster_home(settings)
     command = [
-        "dagster",
+        _tool("dagster"),
         "dev",
         "-w",
         str(PROJECT_ROOT / "workspace.yaml"),
@@ -55,7 +63,7 @@ def _ui(args: argparse.Namespace) -> int:
 def _mlflow_ui(args: argparse.Namespace) -> int:
     settings = load_settings()
     command = [
-        "mlflow",
+        _tool("mlflow"),
         "ui",
         "--backend-store-uri",
         settings.resolved_mlflow_tracking_uri,

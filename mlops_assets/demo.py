@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,6 +207,15 @@ def _describe(assets: dict[str, dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _command_path() -> str:
+    """How to call ``mlops-assets`` from here: the venv's script, relative when possible."""
+    script = Path(sys.prefix) / "bin" / "mlops-assets"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
     """The closing summary: what was built and the commands that open it."""
     model = outcome["trained"]["fraud_model"]
@@ -213,6 +223,7 @@ def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
     latest_day = max(outcome["drift"])
     report = outcome["drift"][latest_day]["report"]
     drifted = [d for d, r in sorted(outcome["drift"].items()) if r["dataset_drift"]]
+    command = _command_path()
     return "\n".join(
         [
             "",
@@ -226,8 +237,8 @@ def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
             f"  Latest drift report ({latest_day}): {report}",
             "",
             "Where to look:",
-            "  Dagster UI (this same instance):  uv run mlops-assets ui        -> http://127.0.0.1:3000",
-            "  MLflow UI:                        uv run mlops-assets mlflow-ui -> http://127.0.0.1:5000",
+            f"  Dagster UI (this same instance):  {command} ui        -> http://127.0.0.1:3000",
+            f"  MLflow UI:                        {command} mlflow-ui -> http://127.0.0.1:5000",
             f"  Drift report in a browser:        file://{report}",
         ]
     )

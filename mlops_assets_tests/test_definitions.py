@@ -1,0 +1,105 @@
+"""The code location loads, and every asset is described and carries kinds for the UI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlops_assets.definitions import defs
+from mlops_assets.environment import build_resources
+from mlops_assets.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPECTED_ASSETS = {
+    "raw_transactions",
+    "validated_transactions",
+    "quarantined_transactions",
+    "transaction_features",
+    "fraud_model",
+    "registered_model",
+    "scored_transactions",
+    "drift_report",
+}
+
+
+def specs() -> list[dg.AssetSpec]:
+    return list(defs.resolve_all_asset_specs())
+
+
+def test_every_stage_is_an_asset() -> None:
+    assert {s.key.to_user_string() for s in specs()} == EXPECTED_ASSETS
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_ASSETS))
+def test_every_asset_has_a_description_and_kinds(key: str) -> None:
+    spec = next(s for s in specs() if s.key.to_user_string() == key)
+    assert spec.description and len(spec.description) > 40
+    assert spec.kinds
+
+
+def test_data_assets_are_daily_partitioned_and_models_are_not() -> None:
+    by_key = {s.key.to_user_string(): s for s in specs()}
+    for key in (
+        "raw_transactions",
+        "validated_transactions",
+        "quarantined_transactions",
+        "transaction_features",
+        "scored_transactions",
+        "drift_report",
+    ):
+        assert isinstance(by_key[key].partitions_def, dg.DailyPartitionsDefinition), key
+    assert by_key["fraud_model"].partitions_def is None
+    assert by_key["registered_model"].partitions_def is None
+
+
+def test_contract_and_drift_checks_exist() -> None:
+    names = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert {
+        "reject_share_within_threshold",
+        "reconciles_with_raw",
+        "drift_share_within_threshold",
+    } <= names
+
+
+def test_jobs_cover_the_graph() -> None:
+    for job in ("ingest_job", "training_job", "scoring_job"):
+        assert defs.resolve_job_def(job) is not None
+
+
+def test_settings_drive_every_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_LAKE_URI", "s3://bucket/lake")
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    resources = build_resources(Settings())
+    assert resources["landing"].uri == str(tmp_path / "landing")
+    assert resources["lake"].root_uri == "s3://bucket/lake"
+    assert resources["mlflow_tracking"].tracking_uri == "http://mlflow:5000"
+    assert resources["mlflow_tracking"].artifact_root == str(tmp_path / "mlflow" / "artifacts")
+
+
+def test_wrong_settings_are_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("MLOPS_MAX_REJECT_SHARE", "1.5")
+    with pytest.raises(ValidationError, match="max_reject_share"):
+        Settings()
+
+
+def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
+    env = {**os.environ, "MLOPS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
