@@ -103,3 +103,9 @@ def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`MLOPS_{name.upper()}`" in readme, name
