@@ -106,6 +106,8 @@ def run_demo(
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for noisy in ("mlflow", "alembic", "evidently"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a uv-made virtualenv has no pip; MLflow warns about it on every logged model
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
     from mlops_assets.definitions import defs
 

@@ -1,5 +1,7 @@
 """The gold ``transaction_features`` asset."""
 
+import warnings
+
 import dagster as dg
 import pyarrow.compute as pc
 
@@ -9,17 +11,17 @@ from mlops_assets.partitions import daily_partitions, partition_day
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 
+with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is a beta parameter
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    #: the features of a day read the validated rows of that day and of the day before
+    _DAY_AND_DAY_BEFORE = dg.TimeWindowPartitionMapping(
+        start_offset=-1, allow_nonexistent_upstream_partitions=True
+    )
+
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[
-        dg.AssetDep(
-            "validated_transactions",
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-1, allow_nonexistent_upstream_partitions=True
-            ),
-        )
-    ],
+    deps=[dg.AssetDep("validated_transactions", partition_mapping=_DAY_AND_DAY_BEFORE)],
     group_name="features",
     kinds={"delta", "duckdb", "sql", "gold"},
     tags={"layer": "gold"},

@@ -47,25 +47,27 @@ def _text(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Utf8).str.strip_chars()
 
 
-def _parse_timestamp(epoch: date) -> pl.Expr:
-    text = _text("timestamp")
-    delivered = pl.coalesce(
-        [
-            text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False)
-            for f in _TIMESTAMP_FORMATS
-        ]
-    )
+def parse_timestamps(text: pl.Series) -> pl.Series:
+    """UTC datetimes from ISO-8601 text in any accepted format; null where none matches.
+
+    The usual format is parsed in one pass; the others only when some values remain unparsed.
+    """
+    text = text.cast(pl.Utf8).str.strip_chars()
+    parsed = pl.Series(dtype=pl.Datetime("us", "UTC"))
+    for position, fmt in enumerate(_TIMESTAMP_FORMATS):
+        attempt = text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+        parsed = attempt if position == 0 else parsed.fill_null(attempt)
+        if not (parsed.is_null() & text.is_not_null()).any():
+            break
+    return parsed.rename("timestamp")
+
+
+def _timestamp_from_step(epoch: date) -> pl.Expr:
     epoch_start = datetime(epoch.year, epoch.month, epoch.day)
     step = _text("step").cast(pl.Int64, strict=False)
-    from_step = (
+    return (
         pl.lit(epoch_start).dt.replace_time_zone("UTC") + pl.duration(hours=step - 1)
     ).dt.cast_time_unit("us")
-    return (
-        pl.when(pl.col("_timestamp_from_step"))
-        .then(from_step)
-        .otherwise(delivered)
-        .alias("timestamp")
-    )
 
 
 def parse_delivered_text(raw: pl.DataFrame, day: date, epoch: date) -> pl.DataFrame:
@@ -73,7 +75,13 @@ def parse_delivered_text(raw: pl.DataFrame, day: date, epoch: date) -> pl.DataFr
     parsed = []
     for column, dtype in TYPED_COLUMNS.items():
         if column == "timestamp":
-            parsed.append(_parse_timestamp(epoch))
+            delivered = parse_timestamps(raw.get_column("timestamp"))
+            parsed.append(
+                pl.when(pl.col("_timestamp_from_step"))
+                .then(_timestamp_from_step(epoch))
+                .otherwise(pl.lit(delivered))
+                .alias("timestamp")
+            )
         elif dtype == pl.Utf8:
             parsed.append(_text(column).alias(column))
         else:
