@@ -38,34 +38,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-__all__ = [
-    "ACCOUNT_ID_PATTERN",
-    "BAD_ROW_KINDS",
-    "CUSTOMER_ID_PATTERN",
-    "OUTPUT_COLUMNS",
-    "PAYSIM_COLUMNS",
-    "TRANSACTION_TYPES",
-    "GeneratorConfig",
-    "day_file_name",
-    "generate_day",
-    "write_day",
-    "write_days",
-]
+from mlops_assets.paysim import PAYSIM_COLUMNS, TRANSACTION_TYPES
 
-TRANSACTION_TYPES = ("PAYMENT", "TRANSFER", "CASH_OUT", "DEBIT", "CASH_IN")
-PAYSIM_COLUMNS = (
-    "step",
-    "type",
-    "amount",
-    "nameOrig",
-    "oldbalanceOrg",
-    "newbalanceOrig",
-    "nameDest",
-    "oldbalanceDest",
-    "newbalanceDest",
-    "isFraud",
-    "isFlaggedFraud",
-)
 OUTPUT_COLUMNS = (*PAYSIM_COLUMNS, "timestamp")
 #: Kinds of contract-breaking rows injected when ``bad_row_share > 0``.
 BAD_ROW_KINDS = (

@@ -19,21 +19,10 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
+from mlops_assets.paysim import PAYSIM_COLUMNS
 from mlops_assets.resources.landing import LandingFile
 
-REQUIRED_COLUMNS = (
-    "step",
-    "type",
-    "amount",
-    "nameOrig",
-    "oldbalanceOrg",
-    "newbalanceOrig",
-    "nameDest",
-    "oldbalanceDest",
-    "newbalanceDest",
-    "isFraud",
-    "isFlaggedFraud",
-)
+REQUIRED_COLUMNS = PAYSIM_COLUMNS
 OPTIONAL_COLUMNS = ("timestamp",)
 LINEAGE_COLUMNS = ("_source_file", "_source_row", "_ingested_at", "_timestamp_from_step")
 

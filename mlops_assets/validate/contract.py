@@ -14,8 +14,9 @@ import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
 
+from mlops_assets.paysim import TRANSACTION_TYPES
+
 CONTRACT_VERSION = "1"
-TRANSACTION_TYPES = ("PAYMENT", "TRANSFER", "CASH_OUT", "DEBIT", "CASH_IN")
 ACCOUNT_ID_PATTERN = r"^[CM][0-9]{1,12}$"
 
 #: The typed columns of a validated transaction and the polars type each delivered text is
