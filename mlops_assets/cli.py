@@ -76,6 +76,19 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
     os.execvp(command[0], command)
 
 
+def _fetch_spark_jars(args: argparse.Namespace) -> int:
+    from mlops_assets.resources.spark_jars import delta_package, fetch_delta_jars, jar_dir
+
+    settings = load_settings()
+    try:
+        jars = fetch_delta_jars(settings.spark_jars_dir)
+    except RuntimeError as error:
+        print(f"Could not fetch the Delta jars: {error}", file=sys.stderr)
+        return 1
+    print(f"{delta_package()}: {len(jars)} jars in {jar_dir(settings.spark_jars_dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow_ui.add_argument("--host", default="127.0.0.1")
     mlflow_ui.add_argument("--port", type=int, default=5000)
     mlflow_ui.set_defaults(handler=_mlflow_ui)
+    jars = commands.add_parser(
+        "fetch-spark-jars", help="fetch the delta-spark jars with Maven into the local cache"
+    )
+    jars.set_defaults(handler=_fetch_spark_jars)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlops_assets.features.engines import DuckDBFeatureEngine, FeatureEngine
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
@@ -27,6 +28,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             artifact_root=settings.resolved_mlflow_artifact_uri,
             ui_url=settings.mlflow_ui_url,
         ),
+        "feature_engine": build_feature_engine(settings),
         "policy": PipelinePolicy(
             paysim_epoch=settings.paysim_epoch.isoformat(),
             max_reject_share=settings.max_reject_share,
@@ -36,3 +38,44 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             model_alias=settings.model_alias,
         ),
     }
+
+
+def spark_config(settings: Settings) -> dict[str, str]:
+    """Spark configuration for the settings: master or Connect address, Delta, local tuning."""
+    from mlops_assets.resources.spark_jars import cached_jars, delta_package
+
+    config = {
+        "spark.app.name": "mlops_assets",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if settings.spark_master.startswith("sc://"):
+        config["spark.remote"] = settings.spark_master
+    else:
+        config["spark.master"] = settings.spark_master
+        jars = cached_jars(settings.spark_jars_dir)
+        if jars:
+            config["spark.jars"] = ",".join(str(jar) for jar in jars)
+        else:
+            config["spark.jars.packages"] = delta_package()
+    if settings.spark_master.startswith("local"):
+        # small local jobs: few shuffle partitions and a small Delta log replay
+        config["spark.sql.shuffle.partitions"] = "4"
+        config["spark.databricks.delta.snapshotPartitions"] = "2"
+        config["spark.ui.enabled"] = "false"
+        config["spark.driver.memory"] = "4g"
+    config.update(settings.spark_conf)
+    return config
+
+
+def build_feature_engine(settings: Settings) -> FeatureEngine:
+    """The feature engine the settings ask for (DuckDB by default)."""
+    if settings.feature_engine == "spark":
+        from dagster_pyspark import LazyPySparkResource
+
+        from mlops_assets.features.spark_engine import SparkFeatureEngine
+
+        return SparkFeatureEngine(pyspark=LazyPySparkResource(spark_config=spark_config(settings)))
+    return DuckDBFeatureEngine()

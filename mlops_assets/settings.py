@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,23 @@ class Settings(BaseSettings):
         0.5, gt=0.0, le=1.0, description="Share of drifted columns that flags a day as drifted."
     )
     drift_max_rows: int = Field(50_000, gt=0, description="Rows sampled per side for drift.")
+    feature_engine: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="Engine that runs the feature SQL: duckdb or spark."
+    )
+    spark_master: str = Field(
+        "local[*]",
+        description="Spark master URL (local[*], spark://..., k8s://...) or a Spark Connect "
+        "address (sc://host:15002).",
+    )
+    spark_jars_dir: str = Field(
+        "~/.cache/mlops_assets/spark-jars",
+        description="Cache of the delta-spark jars fetched with Maven; when empty Spark "
+        "resolves them itself (spark.jars.packages).",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra Spark configuration as JSON, e.g. {"spark.driver.memory": "8g"}.',
+    )
 
     @field_validator("environment")
     @classmethod

@@ -18,3 +18,5 @@ fi
 export UV_PYTHON_DOWNLOADS=never
 echo "==> Syncing the environment from uv.lock into .venv/"
 "$UV" sync --frozen --python 3.11 --quiet
+echo "==> Fetching the delta-spark jars with Maven (cached after the first run)"
+"$UV" run --frozen --no-sync mlops-assets fetch-spark-jars

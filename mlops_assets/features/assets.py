@@ -1,15 +1,13 @@
 """The gold ``transaction_features`` asset."""
 
 import warnings
+from datetime import date
 
 import dagster as dg
-import pyarrow.compute as pc
 
-from mlops_assets.features.definition import lookback_days
-from mlops_assets.features.duckdb_engine import compute_features_duckdb
-from mlops_assets.partitions import daily_partitions, partition_day
+from mlops_assets.features.engines import FeatureEngine
+from mlops_assets.partitions import daily_partitions
 from mlops_assets.resources.lake import DeltaLake
-from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 
 with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is a beta parameter
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -22,33 +20,33 @@ with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is a be
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("validated_transactions", partition_mapping=_DAY_AND_DAY_BEFORE)],
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="features",
-    kinds={"delta", "duckdb", "sql", "gold"},
+    kinds={"delta", "sql", "duckdb", "spark", "gold"},
     tags={"layer": "gold"},
 )
 def transaction_features(
-    context: dg.AssetExecutionContext, lake: DeltaLake
+    context: dg.AssetExecutionContext, lake: DeltaLake, feature_engine: FeatureEngine
 ) -> dg.MaterializeResult:
     """Gold: one row per validated transaction of the day with per-account behaviour features:
     the origin's and destination's transaction count and amount sum over the previous 24 hours
     (read from the day before too), balance deltas and errors, amount ratios, type indicators and
-    the hour of day, plus the `isFraud` label. Defined once as SQL (`features/definition.py`),
-    executed here by DuckDB over Arrow tables read with delta-rs."""
-    day = partition_day(context)
-    source_version = lake.version(VALIDATED_TRANSACTIONS)
-    validated = lake.read(VALIDATED_TRANSACTIONS, days=lookback_days(day))
-    if day not in set(pc.unique(validated.column("txn_date")).to_pylist()):
-        raise dg.Failure(
-            description=f"validated_transactions has no rows for {day}: materialize it first"
-        )
-    features = compute_features_duckdb(validated, day)
-    write = lake.overwrite_day(TRANSACTION_FEATURES, features, day)
-    fraud_rate = pc.mean(features.column("isFraud")).as_py() or 0.0
+    the hour of day, plus the `isFraud` label. Defined once as SQL (`features/definition.py`) and
+    run by the configured engine: DuckDB over delta-rs by default, Spark with delta-spark when
+    `MLOPS_FEATURE_ENGINE=spark`. A backfill of many days is one run and one Delta commit."""
+    days = sorted(date.fromisoformat(key) for key in context.partition_keys)
+    first, last = days[0], days[-1]
+    build = feature_engine.build(context, lake, first, last)
+    context.log.info(
+        f"{feature_engine.name}: {build.write.rows} feature rows for {first}..{last} "
+        f"-> {build.write.table_uri} v{build.write.version}"
+    )
     return dg.MaterializeResult(
         metadata={
-            **write.metadata(features.schema),
-            "engine": "duckdb",
-            "validated_delta_version": source_version,
-            "fraud_rate": fraud_rate,
+            **build.write.metadata(build.schema),
+            "engine": build.engine,
+            "days": f"{first}..{last}" if first != last else first.isoformat(),
+            "validated_delta_version": build.validated_version,
+            "fraud_rate": build.fraud_rate,
         }
     )

@@ -1,15 +1,15 @@
 """The per-transaction behaviour features, defined once as portable SQL.
 
-The query reads a view named ``transactions`` holding the validated rows of the day and of the
-day before (the 24-hour look-back), with ``event_seconds`` (UTC epoch seconds) added, and
-returns one row per transaction of the target day. It uses only standard SQL with window
+The query reads a view named ``transactions`` holding the validated rows of the target days and
+of the day before them (the 24-hour look-back), with ``event_seconds`` (whole UTC epoch seconds)
+added, and returns one row per transaction of the target days. It uses only standard SQL with window
 functions (no engine-specific functions), so DuckDB runs it here and Spark SQL can run it in a
 cluster.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 LOOKBACK_SECONDS = 24 * 3600
 
@@ -91,18 +91,22 @@ SELECT * FROM (
     dest_24h AS (PARTITION BY nameDest ORDER BY event_seconds
                  RANGE BETWEEN {lookback} PRECEDING AND 1 PRECEDING)
 ) AS features
-WHERE txn_date = DATE '{day}'
+WHERE txn_date BETWEEN DATE '{first}' AND DATE '{last}'
 ORDER BY transaction_id
 """
 
 
-def feature_sql(day: date) -> str:
-    """The feature query for the transactions of ``day`` (its input also holds the day before)."""
-    return _FEATURE_SQL.format(lookback=LOOKBACK_SECONDS, day=day.isoformat())
+def feature_sql(first: date, last: date | None = None) -> str:
+    """The feature query for the transactions of ``first``..``last`` (inclusive).
+
+    Its input must also hold the day before ``first`` (the 24-hour look-back).
+    """
+    return _FEATURE_SQL.format(
+        lookback=LOOKBACK_SECONDS, first=first.isoformat(), last=(last or first).isoformat()
+    )
 
 
-def lookback_days(day: date) -> list[date]:
-    """The validated partitions the features of ``day`` read: the day before, and the day."""
-    from datetime import timedelta
-
-    return [day - timedelta(days=1), day]
+def lookback_days(first: date, last: date | None = None) -> list[date]:
+    """The validated partitions that the features of ``first``..``last`` read."""
+    last = last or first
+    return [first - timedelta(days=1 - i) for i in range((last - first).days + 2)]

@@ -18,11 +18,13 @@ def with_event_seconds(validated: pa.Table) -> pa.Table:
     return validated.append_column("event_seconds", seconds)
 
 
-def compute_features_duckdb(validated: pa.Table, day: date, threads: int | None = None) -> pa.Table:
-    """Features of ``day`` from validated rows of that day and the day before."""
+def compute_features_duckdb(
+    validated: pa.Table, first: date, last: date | None = None, threads: int | None = None
+) -> pa.Table:
+    """Features of ``first``..``last`` from their validated rows and the day before's."""
     connection = duckdb.connect(config={"threads": threads} if threads else {})
     try:
         connection.register("transactions", with_event_seconds(validated))
-        return connection.sql(feature_sql(day)).to_arrow_table()
+        return connection.sql(feature_sql(first, last)).to_arrow_table()
     finally:
         connection.close()

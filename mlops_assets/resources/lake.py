@@ -27,13 +27,15 @@ class PartitionWrite:
     rows: int
     operation_metrics: dict[str, Any]
 
-    def metadata(self, schema: pa.Schema) -> dict[str, Any]:
+    def metadata(self, schema: pa.Schema | dg.TableSchema) -> dict[str, Any]:
         """Dagster metadata for the UI: rows, Delta version, location and schema."""
         return {
             "dagster/row_count": self.rows,
             "delta_version": self.version,
             "table_uri": dg.MetadataValue.path(self.table_uri),
-            "dagster/column_schema": column_schema(schema),
+            "dagster/column_schema": (
+                schema if isinstance(schema, dg.TableSchema) else column_schema(schema)
+            ),
             "delta_operation_metrics": dg.MetadataValue.json(self.operation_metrics),
         }
 
@@ -115,37 +117,61 @@ class DeltaLake(dg.ConfigurableResource):
         Rows must all belong to ``day``; the partition column is cast to ``date32`` so that the
         predicate and the column always agree (see DESIGN.md's partition-overwrite trap).
         """
-        data = _with_partition_column(data, day)
+        return self.overwrite_days(table, _with_partition_column(data, day), day, day)
+
+    def overwrite_days(
+        self, table: LakeTable, data: pa.Table, first: date, last: date
+    ) -> PartitionWrite:
+        """Atomically replace the days ``first``..``last`` of ``table`` in one Delta commit.
+
+        ``data`` carries its ``txn_date``; a row outside the range is refused before anything is
+        written.
+        """
+        data = _date_partition_column(data, first, last)
         uri = self.table_uri(table)
         write_deltalake(
             uri,
             data,
             mode="overwrite",
             partition_by=[PARTITION_COLUMN],
-            predicate=f"{PARTITION_COLUMN} = '{day.isoformat()}'",
+            predicate=(
+                f"{PARTITION_COLUMN} >= '{first.isoformat()}' AND "
+                f"{PARTITION_COLUMN} <= '{last.isoformat()}'"
+            ),
             schema_mode="merge",
             storage_options=self.storage_options or None,
         )
         delta = DeltaTable(uri, storage_options=self.storage_options or None)
-        last = delta.history(1)[0]
+        last_commit = delta.history(1)[0]
         return PartitionWrite(
             table_uri=uri,
             version=delta.version(),
             rows=data.num_rows,
-            operation_metrics=dict(last.get("operationMetrics", {})),
+            operation_metrics=dict(last_commit.get("operationMetrics", {})),
         )
+
+    def history(self, table: LakeTable, limit: int = 20) -> list[dict[str, Any]]:
+        """The table's latest commits (version, time, operation, parameters, metrics)."""
+        delta = self._open(table)
+        return [] if delta is None else delta.history(limit)
+
+
+def _date_partition_column(data: pa.Table, first: date, last: date) -> pa.Table:
+    index = data.column_names.index(PARTITION_COLUMN)
+    dates = data.column(PARTITION_COLUMN).cast(pa.date32())
+    low, high = pa.scalar(first, pa.date32()), pa.scalar(last, pa.date32())
+    outside = pc.sum(pc.or_(pc.less(dates, low), pc.greater(dates, high))).as_py() or 0
+    if outside:
+        span = first.isoformat() if first == last else f"{first}..{last}"
+        raise ValueError(
+            f"{outside} row(s) have {PARTITION_COLUMN} outside {span}; "
+            "refusing to write them into those partitions"
+        )
+    return data.set_column(index, PARTITION_COLUMN, dates)
 
 
 def _with_partition_column(data: pa.Table, day: date) -> pa.Table:
-    column = pa.array([day] * data.num_rows, type=pa.date32())
+    """``data`` with a ``txn_date`` column: added as ``day`` when absent, kept otherwise."""
     if PARTITION_COLUMN in data.column_names:
-        existing = data.column(PARTITION_COLUMN).cast(pa.date32())
-        mismatched = pc.sum(pc.not_equal(existing, pa.scalar(day, pa.date32()))).as_py() or 0
-        if mismatched:
-            raise ValueError(
-                f"{mismatched} row(s) have {PARTITION_COLUMN} != {day.isoformat()}; "
-                "refusing to write them into that day's partition"
-            )
-        index = data.column_names.index(PARTITION_COLUMN)
-        return data.set_column(index, PARTITION_COLUMN, column)
-    return data.append_column(PARTITION_COLUMN, column)
+        return data
+    return data.append_column(PARTITION_COLUMN, pa.array([day] * data.num_rows, pa.date32()))
