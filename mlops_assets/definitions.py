@@ -7,7 +7,9 @@ import dagster as dg
 from mlops_assets.environment import build_resources
 from mlops_assets.features.assets import transaction_features
 from mlops_assets.ingest.assets import raw_transactions
+from mlops_assets.ingest.sensors import landing_sensor
 from mlops_assets.monitor.assets import drift_report
+from mlops_assets.partitions import daily_partitions
 from mlops_assets.score.assets import scored_transactions
 from mlops_assets.settings import load_settings
 from mlops_assets.train.assets import fraud_model, registered_model
@@ -35,6 +37,35 @@ training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(fraud_model, registered_model),
     description="Train the fraud model on a window of feature days and register it.",
 )
+daily_pipeline_job = dg.define_asset_job(
+    "daily_pipeline_job",
+    selection=dg.AssetSelection.assets(
+        raw_transactions,
+        validated_transactions,
+        transaction_features,
+        scored_transactions,
+        drift_report,
+    ),
+    partitions_def=daily_partitions,
+    description="The whole partitioned graph for one day (or a range): land, validate, "
+    "featurize, score and report drift.",
+)
+daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
+    daily_pipeline_job,
+    name="daily_pipeline_schedule",
+    hour_of_day=3,
+    description="Every day at 03:00 UTC, rebuild yesterday's partitions (a safety net for the "
+    "landing sensor; starts stopped).",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+refresh_downstream_days = dg.AutomationConditionSensorDefinition(
+    "refresh_downstream_days",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the assets' automation conditions: a changed day upstream refreshes "
+    "that day's validated rows, features, scores and drift report.",
+)
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=dg.AssetSelection.assets(scored_transactions, drift_report),
@@ -46,7 +77,9 @@ def build_definitions() -> dg.Definitions:
     """Definitions for the environment the settings describe."""
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[ingest_job, training_job, scoring_job],
+        jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job],
+        schedules=[daily_pipeline_schedule],
+        sensors=[landing_sensor, refresh_downstream_days],
         resources=build_resources(load_settings()),
     )
 

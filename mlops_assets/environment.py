@@ -36,6 +36,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             drift_max_rows=settings.drift_max_rows,
             model_name=settings.model_name,
             model_alias=settings.model_alias,
+            landing_settle_seconds=settings.landing_settle_seconds,
         ),
     }
 

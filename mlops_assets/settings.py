@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         0.5, gt=0.0, le=1.0, description="Share of drifted columns that flags a day as drifted."
     )
     drift_max_rows: int = Field(50_000, gt=0, description="Rows sampled per side for drift.")
+    landing_settle_seconds: float = Field(
+        10.0, ge=0, description="A landing file must be unmodified this long before it is read."
+    )
     feature_engine: Literal["duckdb", "spark"] = Field(
         "duckdb", description="Engine that runs the feature SQL: duckdb or spark."
     )

@@ -5,6 +5,8 @@ from datetime import date
 
 import dagster as dg
 
+from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
+from mlops_assets.features.definition import COLUMN_SOURCES
 from mlops_assets.features.engines import FeatureEngine
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.resources.lake import DeltaLake
@@ -16,11 +18,23 @@ with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is a be
         start_offset=-1, allow_nonexistent_upstream_partitions=True
     )
 
+COLUMN_LINEAGE = dg.TableColumnLineage(
+    deps_by_column={
+        column: [
+            dg.TableColumnDep(asset_key=dg.AssetKey("validated_transactions"), column_name=source)
+            for source in sources
+        ]
+        for column, sources in COLUMN_SOURCES.items()
+    }
+)
+
 
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("validated_transactions", partition_mapping=_DAY_AND_DAY_BEFORE)],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    automation_condition=refresh_when_upstream_day_changes(blocking_checks=True),
+    freshness_policy=DAILY_FRESHNESS,
     group_name="features",
     kinds={"delta", "sql", "duckdb", "spark", "gold"},
     tags={"layer": "gold"},
@@ -48,5 +62,6 @@ def transaction_features(
             "days": f"{first}..{last}" if first != last else first.isoformat(),
             "validated_delta_version": build.validated_version,
             "fraud_rate": build.fraud_rate,
+            "dagster/column_lineage": COLUMN_LINEAGE,
         }
     )

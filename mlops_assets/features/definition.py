@@ -110,3 +110,39 @@ def lookback_days(first: date, last: date | None = None) -> list[date]:
     """The validated partitions that the features of ``first``..``last`` read."""
     last = last or first
     return [first - timedelta(days=1 - i) for i in range((last - first).days + 2)]
+
+
+#: The validated columns each output column is computed from (shown as column lineage).
+COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
+    "transaction_id": ("transaction_id",),
+    "txn_date": ("txn_date",),
+    "timestamp": ("timestamp",),
+    "type": ("type",),
+    "nameOrig": ("nameOrig",),
+    "nameDest": ("nameDest",),
+    "isFraud": ("isFraud",),
+    "amount": ("amount",),
+    "log_amount": ("amount",),
+    "oldbalanceOrg": ("oldbalanceOrg",),
+    "newbalanceOrig": ("newbalanceOrig",),
+    "oldbalanceDest": ("oldbalanceDest",),
+    "newbalanceDest": ("newbalanceDest",),
+    "orig_balance_delta": ("oldbalanceOrg", "newbalanceOrig"),
+    "dest_balance_delta": ("oldbalanceDest", "newbalanceDest"),
+    "orig_balance_error": ("oldbalanceOrg", "amount", "newbalanceOrig"),
+    "dest_balance_error": ("oldbalanceDest", "amount", "newbalanceDest"),
+    "amount_to_orig_balance": ("amount", "oldbalanceOrg"),
+    "empties_orig_account": ("oldbalanceOrg", "newbalanceOrig"),
+    "dest_balances_zero": ("oldbalanceDest", "newbalanceDest"),
+    "is_transfer": ("type",),
+    "is_cash_out": ("type",),
+    "is_payment": ("type",),
+    "is_cash_in": ("type",),
+    "is_debit": ("type",),
+    "hour_of_day": ("timestamp",),
+    "orig_txn_count_24h": ("nameOrig", "timestamp"),
+    "orig_amount_sum_24h": ("nameOrig", "timestamp", "amount"),
+    "amount_to_orig_mean_24h": ("nameOrig", "timestamp", "amount"),
+    "dest_txn_count_24h": ("nameDest", "timestamp"),
+    "dest_amount_sum_24h": ("nameDest", "timestamp", "amount"),
+}

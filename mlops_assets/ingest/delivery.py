@@ -12,10 +12,11 @@ Conventions (documented in the README):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import polars as pl
 
@@ -120,28 +121,29 @@ def load_day(
     read: Callable[[LandingFile], bytes],
     epoch: date,
     ingested_at: datetime,
-) -> tuple[pl.DataFrame, list[str], int]:
-    """All delivered rows for ``day``: (rows, contributing file URIs, unassignable log rows)."""
+) -> tuple[pl.DataFrame, dict[str, str], int]:
+    """All delivered rows for ``day``: (rows, {file URI: content digest}, unassignable rows)."""
     parts: list[pl.DataFrame] = []
-    sources: list[str] = []
+    sources: dict[str, str] = {}
     unassignable = 0
     for file in files:
         dated = file_day(file)
         if dated is not None and dated != day:
             continue
-        frame = with_lineage(parse_delivered(file, read(file)), file, ingested_at)
+        content = read(file)
+        frame = with_lineage(parse_delivered(file, content), file, ingested_at)
         if dated is None:
             frame, lost = rows_of_day_from_log(frame, day, epoch)
             unassignable += lost
             if frame.height == 0:
                 continue
         parts.append(frame)
-        sources.append(file.uri)
+        sources[file.uri] = content_digest(content)
     if not parts:
         return pl.DataFrame(), sources, unassignable
     return pl.concat(parts, how="diagonal"), sources, unassignable
 
 
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime(day.year, day.month, day.day)
-    return start, start + timedelta(days=1)
+def content_digest(content: bytes) -> str:
+    """The fingerprint of a delivered file's content (re-delivering the same bytes keeps it)."""
+    return hashlib.sha256(content).hexdigest()

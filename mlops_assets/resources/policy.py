@@ -16,6 +16,7 @@ class PipelinePolicy(dg.ConfigurableResource):
     drift_max_rows: int = 50_000
     model_name: str = "fraud_detector"
     model_alias: str = "champion"
+    landing_settle_seconds: float = 10.0
 
     @property
     def epoch(self) -> date:

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from mlops_assets.partitions import daily_partitions, partition_day
-from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
+from mlops_assets.partitions import daily_partitions, describe_days, partition_days
+from mlops_assets.resources.lake import DeltaLake, PartitionWrite
 from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.tables import (
     QUARANTINED_TRANSACTIONS,
@@ -14,7 +15,7 @@ from mlops_assets.tables import (
     VALIDATED_TRANSACTIONS,
 )
 from mlops_assets.validate.contract import CONTRACT_VERSION, contract_hash, describe_contract
-from mlops_assets.validate.rules import apply_contract
+from mlops_assets.validate.rules import ContractOutcome, apply_contract
 
 VALIDATED = dg.AssetKey("validated_transactions")
 QUARANTINED = dg.AssetKey("quarantined_transactions")
@@ -30,6 +31,8 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
             "source file and row.",
             kinds={"delta", "pandera", "silver"},
             group_name="validate",
+            automation_condition=refresh_when_upstream_day_changes(),
+            freshness_policy=DAILY_FRESHNESS,
         ),
         dg.AssetSpec(
             QUARANTINED,
@@ -39,82 +42,124 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
             "quarantined, row for row.",
             kinds={"delta", "pandera"},
             group_name="validate",
+            automation_condition=refresh_when_upstream_day_changes(),
         ),
     ],
     check_specs=[
         dg.AssetCheckSpec(
             "reject_share_within_threshold",
             asset=VALIDATED,
-            description="Fails when the share of quarantined rows exceeds the policy's "
-            "max_reject_share (MLOPS_MAX_REJECT_SHARE).",
+            blocking=True,
+            description="Fails (and blocks the features) when the share of quarantined rows of "
+            "a day exceeds the policy's max_reject_share (MLOPS_MAX_REJECT_SHARE).",
         ),
         dg.AssetCheckSpec(
             "reconciles_with_raw",
             asset=VALIDATED,
+            blocking=True,
             description="Validated + quarantined rows equal the raw rows of the day.",
         ),
     ],
     partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=False,
 )
 def validated_transactions(
     context: dg.AssetExecutionContext, lake: DeltaLake, policy: PipelinePolicy
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Apply the data contract to the day's raw rows; split them into validated and quarantined."""
-    day = partition_day(context)
-    raw = pl.from_arrow(lake.read(RAW_TRANSACTIONS, days=[day]))
-    if raw.height == 0:
-        raise dg.Failure(
-            description=f"raw_transactions has no rows for {day}: materialize it first"
+    days = partition_days(context)
+    outcomes: dict[str, ContractOutcome] = {}
+    raw_rows: dict[str, int] = {}
+    valid_write: PartitionWrite | None = None
+    quarantine_write: PartitionWrite | None = None
+    for day in days:
+        raw = pl.from_arrow(lake.read(RAW_TRANSACTIONS, days=[day]))
+        if raw.height == 0:
+            raise dg.Failure(
+                description=f"raw_transactions has no rows for {day}: materialize it first"
+            )
+        outcome = apply_contract(raw.drop("txn_date"), day, policy.epoch)
+        valid_write = lake.overwrite_day(VALIDATED_TRANSACTIONS, outcome.valid.to_arrow(), day)
+        quarantine_write = lake.overwrite_day(
+            QUARANTINED_TRANSACTIONS, outcome.quarantined.to_arrow(), day
         )
-    outcome = apply_contract(raw.drop("txn_date"), day, policy.epoch)
-    valid_write = lake.overwrite_day(VALIDATED_TRANSACTIONS, outcome.valid.to_arrow(), day)
-    quarantine_write = lake.overwrite_day(
-        QUARANTINED_TRANSACTIONS, outcome.quarantined.to_arrow(), day
-    )
+        outcomes[day.isoformat()] = outcome
+        raw_rows[day.isoformat()] = raw.height
+        context.log.info(
+            f"{day}: {outcome.valid.height} valid, {outcome.quarantined.height} quarantined "
+            f"({outcome.reject_share:.2%})"
+        )
+    assert valid_write is not None and quarantine_write is not None
+    summary = _summary(outcomes, raw_rows)
     contract = {"contract_version": CONTRACT_VERSION, "contract_hash": contract_hash()}
-    rejects = dict(sorted(outcome.rejects_by_rule.items(), key=lambda kv: -kv[1]))
-    context.log.info(
-        f"{day}: {outcome.valid.height} valid, {outcome.quarantined.height} quarantined "
-        f"({outcome.reject_share:.2%})"
-    )
+    span = {"days": describe_days(days)}
+    last = outcomes[days[-1].isoformat()]
     yield dg.MaterializeResult(
         asset_key=VALIDATED,
         metadata={
-            **valid_write.metadata(outcome.valid.to_arrow().schema),
+            **valid_write.metadata(last.valid.to_arrow().schema),
             **contract,
-            "raw_rows": raw.height,
-            "reject_share": outcome.reject_share,
+            **span,
+            "dagster/row_count": summary["valid"],
+            "raw_rows": summary["raw"],
+            "reject_share": summary["reject_share"],
+            "reject_share_by_day": dg.MetadataValue.json(summary["share_by_day"]),
             "contract_rules": dg.MetadataValue.json(describe_contract()),
         },
     )
     yield dg.MaterializeResult(
         asset_key=QUARANTINED,
         metadata={
-            **quarantine_write.metadata(outcome.quarantined.to_arrow().schema),
+            **quarantine_write.metadata(last.quarantined.to_arrow().schema),
             **contract,
-            "rejects_by_rule": dg.MetadataValue.json(rejects),
-            "reject_share": outcome.reject_share,
+            **span,
+            "dagster/row_count": summary["quarantined"],
+            "rejects_by_rule": dg.MetadataValue.json(summary["rejects_by_rule"]),
+            "reject_share": summary["reject_share"],
         },
     )
+    worst_day, worst_share = max(summary["share_by_day"].items(), key=lambda kv: kv[1])
     yield dg.AssetCheckResult(
         check_name="reject_share_within_threshold",
         asset_key=VALIDATED,
-        passed=outcome.reject_share <= policy.max_reject_share,
+        passed=worst_share <= policy.max_reject_share,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
-            "reject_share": outcome.reject_share,
+            "reject_share": summary["reject_share"],
+            "worst_day": worst_day,
+            "worst_day_reject_share": worst_share,
             "max_reject_share": policy.max_reject_share,
-            "rejects_by_rule": dg.MetadataValue.json(rejects),
+            "rejects_by_rule": dg.MetadataValue.json(summary["rejects_by_rule"]),
         },
-        description=f"{outcome.quarantined.height} of {raw.height} rows quarantined",
+        description=f"{summary['quarantined']} of {summary['raw']} rows quarantined; "
+        f"worst day {worst_day} at {worst_share:.2%}",
     )
     yield dg.AssetCheckResult(
         check_name="reconciles_with_raw",
         asset_key=VALIDATED,
-        passed=outcome.total_rows == raw.height,
+        passed=summary["valid"] + summary["quarantined"] == summary["raw"],
         metadata={
-            "raw_rows": raw.height,
-            "validated_rows": outcome.valid.height,
-            "quarantined_rows": outcome.quarantined.height,
+            "raw_rows": summary["raw"],
+            "validated_rows": summary["valid"],
+            "quarantined_rows": summary["quarantined"],
         },
     )
+
+
+def _summary(outcomes: dict[str, ContractOutcome], raw_rows: dict[str, int]) -> dict:
+    rejects: dict[str, int] = {}
+    for outcome in outcomes.values():
+        for rule, count in outcome.rejects_by_rule.items():
+            rejects[rule] = rejects.get(rule, 0) + count
+    valid = sum(o.valid.height for o in outcomes.values())
+    quarantined = sum(o.quarantined.height for o in outcomes.values())
+    raw = sum(raw_rows.values())
+    return {
+        "valid": valid,
+        "quarantined": quarantined,
+        "raw": raw,
+        "reject_share": quarantined / raw if raw else 0.0,
+        "share_by_day": {day: o.reject_share for day, o in outcomes.items()},
+        "rejects_by_rule": dict(sorted(rejects.items(), key=lambda kv: -kv[1])),
+    }
