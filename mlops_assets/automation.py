@@ -12,16 +12,15 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
-def refresh_when_upstream_day_changes(
-    ignore: tuple[str, ...] = (), blocking_checks: bool = False
-) -> dg.AutomationCondition:
+def refresh_when_upstream_day_changes(ignore: tuple[str, ...] = ()) -> dg.AutomationCondition:
     """Materialize a day when an upstream partition it reads was updated since it last ran.
 
     Unlike ``AutomationCondition.eager()`` this is not limited to the latest day, so a
     corrected file for an older day refreshes that day downstream too. Days whose upstream is
-    missing or still running wait. ``ignore`` lists unpartitioned dependencies (the model)
-    whose updates must not re-run every day; ``blocking_checks`` also waits for the upstream's
-    blocking checks to pass (a day past the reject threshold does not flow on).
+    missing, failed its latest run (a bad delivery, a day past the reject threshold) or is still
+    running wait; a successful re-run upstream releases them. ``ignore`` lists unpartitioned dependencies (the model)
+    whose updates must not re-run every day. (A day past the reject threshold does not flow on
+    because ``validated_transactions`` is not materialized for it: see its blocking check.)
     """
     updated = dg.AutomationCondition.any_deps_updated()
     if ignore:
@@ -29,9 +28,8 @@ def refresh_when_upstream_day_changes(
     condition = (
         updated.since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.execution_failed())
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     )
-    if blocking_checks:
-        condition = condition & dg.AutomationCondition.all_deps_blocking_checks_passed()
     return condition.with_label("refresh when an upstream day changes")

@@ -292,7 +292,7 @@ def test_mistyped_values_are_quarantined_with_file_and_rule(pipeline: Pipeline) 
     )
     frame.write_csv(generated)
     before = _intact(pipeline)
-    result = materialize(INGEST, pipeline.resources, pipeline.instance, day)
+    result = materialize(INGEST, pipeline.resources, pipeline.instance, day, raise_on_error=False)
     quarantined = pipeline.table(QUARANTINED_TRANSACTIONS, day)
     assert quarantined.height == 30
     assert quarantined["amount"].unique().to_list() == ["twelve"]
@@ -301,6 +301,11 @@ def test_mistyped_values_are_quarantined_with_file_and_rule(pipeline: Pipeline) 
     evaluation = checks(result)["reject_share_within_threshold"]
     assert not evaluation.passed  # 30% is past the 5% threshold
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    # the blocking check holds the day back: no silver rows, no features, a clear failure
+    assert not result.success
+    assert "Reject share above MLOPS_MAX_REJECT_SHARE=5.0%" in failure_text(result)
+    assert day not in pipeline.lake.days(VALIDATED_TRANSACTIONS)
+    assert day not in pipeline.lake.days(TRANSACTION_FEATURES)
     assert _intact(pipeline) == before
 
 

@@ -33,7 +33,7 @@ COLUMN_LINEAGE = dg.TableColumnLineage(
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("validated_transactions", partition_mapping=_DAY_AND_DAY_BEFORE)],
     backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=refresh_when_upstream_day_changes(blocking_checks=True),
+    automation_condition=refresh_when_upstream_day_changes(),
     freshness_policy=DAILY_FRESHNESS,
     group_name="features",
     kinds={"delta", "sql", "duckdb", "spark", "gold"},

@@ -2,7 +2,7 @@
 
 import json
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 
 import dagster as dg
 
@@ -39,9 +39,8 @@ def _already_ingested(instance: dg.DagsterInstance, request: DayRequest) -> bool
 def landing_sensor(
     context: dg.SensorEvaluationContext, landing: LandingZone, policy: PipelinePolicy
 ) -> dg.SensorResult:
-    now = datetime.now(UTC)
     first = date.fromisoformat(daily_partitions.get_first_partition_key())
-    last_key = daily_partitions.get_last_partition_key(current_time=now)
+    last_key = daily_partitions.get_last_partition_key()
     result = scan(
         files=landing.list_files(),
         previous=load_cursor(json.loads(context.cursor) if context.cursor else None),

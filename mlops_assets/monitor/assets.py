@@ -76,6 +76,7 @@ def _day_report(
         dg.AssetCheckSpec(
             "drift_share_within_threshold",
             asset=DRIFT_REPORT,
+            partitions_def=daily_partitions,
             description="Warns when the share of drifted feature columns reaches the policy's "
             "drift_share_threshold (MLOPS_DRIFT_SHARE_THRESHOLD).",
         )

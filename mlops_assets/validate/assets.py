@@ -49,6 +49,7 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
         dg.AssetCheckSpec(
             "reject_share_within_threshold",
             asset=VALIDATED,
+            partitions_def=daily_partitions,
             blocking=True,
             description="Fails (and blocks the features) when the share of quarantined rows of "
             "a day exceeds the policy's max_reject_share (MLOPS_MAX_REJECT_SHARE).",
@@ -56,6 +57,7 @@ QUARANTINED = dg.AssetKey("quarantined_transactions")
         dg.AssetCheckSpec(
             "reconciles_with_raw",
             asset=VALIDATED,
+            partitions_def=daily_partitions,
             blocking=True,
             description="Validated + quarantined rows equal the raw rows of the day.",
         ),
@@ -73,6 +75,7 @@ def validated_transactions(
     raw_rows: dict[str, int] = {}
     valid_write: PartitionWrite | None = None
     quarantine_write: PartitionWrite | None = None
+    blocked: list = []
     for day in days:
         raw = pl.from_arrow(lake.read(RAW_TRANSACTIONS, days=[day]))
         if raw.height == 0:
@@ -80,21 +83,47 @@ def validated_transactions(
                 description=f"raw_transactions has no rows for {day}: materialize it first"
             )
         outcome = apply_contract(raw.drop("txn_date"), day, policy.epoch)
-        valid_write = lake.overwrite_day(VALIDATED_TRANSACTIONS, outcome.valid.to_arrow(), day)
         quarantine_write = lake.overwrite_day(
             QUARANTINED_TRANSACTIONS, outcome.quarantined.to_arrow(), day
         )
+        if outcome.reject_share > policy.max_reject_share:
+            # blocked: the rejects are in quarantine, the day's silver rows are held back
+            blocked.append(day)
+        else:
+            valid_write = lake.overwrite_day(VALIDATED_TRANSACTIONS, outcome.valid.to_arrow(), day)
         outcomes[day.isoformat()] = outcome
         raw_rows[day.isoformat()] = raw.height
         context.log.info(
             f"{day}: {outcome.valid.height} valid, {outcome.quarantined.height} quarantined "
             f"({outcome.reject_share:.2%})"
         )
-    assert valid_write is not None and quarantine_write is not None
+    assert quarantine_write is not None
     summary = _summary(outcomes, raw_rows)
     contract = {"contract_version": CONTRACT_VERSION, "contract_hash": contract_hash()}
     span = {"days": describe_days(days)}
     last = outcomes[days[-1].isoformat()]
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINED,
+        metadata={
+            **quarantine_write.metadata(last.quarantined.to_arrow().schema),
+            **contract,
+            **span,
+            "dagster/row_count": summary["quarantined"],
+            "rejects_by_rule": dg.MetadataValue.json(summary["rejects_by_rule"]),
+            "reject_share": summary["reject_share"],
+        },
+    )
+    if blocked:
+        yield from _checks(summary, policy, blocked)
+        shares = ", ".join(f"{d} ({summary['share_by_day'][d.isoformat()]:.1%})" for d in blocked)
+        raise dg.Failure(
+            description=f"Reject share above MLOPS_MAX_REJECT_SHARE={policy.max_reject_share:.1%} "
+            f"on {shares}: the rejected rows are in quarantined_transactions with their rules; "
+            "the day's validated rows are held back so that it does not flow into features. "
+            "Fix the delivery (or raise the threshold) and materialize the day again.",
+            allow_retries=False,
+        )
+    assert valid_write is not None
     yield dg.MaterializeResult(
         asset_key=VALIDATED,
         metadata={
@@ -108,28 +137,22 @@ def validated_transactions(
             "contract_rules": dg.MetadataValue.json(describe_contract()),
         },
     )
-    yield dg.MaterializeResult(
-        asset_key=QUARANTINED,
-        metadata={
-            **quarantine_write.metadata(last.quarantined.to_arrow().schema),
-            **contract,
-            **span,
-            "dagster/row_count": summary["quarantined"],
-            "rejects_by_rule": dg.MetadataValue.json(summary["rejects_by_rule"]),
-            "reject_share": summary["reject_share"],
-        },
-    )
+    yield from _checks(summary, policy, blocked)
+
+
+def _checks(summary: dict, policy: PipelinePolicy, blocked: list) -> Iterator[dg.AssetCheckResult]:
     worst_day, worst_share = max(summary["share_by_day"].items(), key=lambda kv: kv[1])
     yield dg.AssetCheckResult(
         check_name="reject_share_within_threshold",
         asset_key=VALIDATED,
-        passed=worst_share <= policy.max_reject_share,
+        passed=not blocked,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "reject_share": summary["reject_share"],
             "worst_day": worst_day,
             "worst_day_reject_share": worst_share,
             "max_reject_share": policy.max_reject_share,
+            "blocked_days": dg.MetadataValue.json([d.isoformat() for d in blocked]),
             "rejects_by_rule": dg.MetadataValue.json(summary["rejects_by_rule"]),
         },
         description=f"{summary['quarantined']} of {summary['raw']} rows quarantined; "
