@@ -18,9 +18,8 @@ def refresh_when_upstream_day_changes(ignore: tuple[str, ...] = ()) -> dg.Automa
     Unlike ``AutomationCondition.eager()`` this is not limited to the latest day, so a
     corrected file for an older day refreshes that day downstream too. Days whose upstream is
     missing, failed its latest run (a bad delivery, a day past the reject threshold) or is still
-    running wait; a successful re-run upstream releases them. ``ignore`` lists unpartitioned dependencies (the model)
-    whose updates must not re-run every day. (A day past the reject threshold does not flow on
-    because ``validated_transactions`` is not materialized for it: see its blocking check.)
+    running wait; a successful re-run upstream releases them. ``ignore`` lists unpartitioned
+    dependencies (the model) whose updates must not re-run every day.
     """
     updated = dg.AutomationCondition.any_deps_updated()
     if ignore:
