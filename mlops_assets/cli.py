@@ -89,6 +89,33 @@ def _fetch_spark_jars(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from mlops_assets.environment import build_resources
+    from mlops_assets.tables import ALL_TABLES
+
+    tables = {t.name: t for t in ALL_TABLES}
+    if args.table not in tables:
+        print(f"Unknown table {args.table!r}; one of {', '.join(tables)}", file=sys.stderr)
+        return 2
+    lake = build_resources(load_settings())["lake"]
+    history = lake.history(tables[args.table], limit=args.limit)
+    if not history:
+        print(f"{args.table}: no Delta table at {lake.table_uri(tables[args.table])}")
+        return 1
+    print(f"{args.table} at {lake.table_uri(tables[args.table])}")
+    for commit in history:
+        params = commit.get("operationParameters", {})
+        metrics = commit.get("operationMetrics", {})
+        print(
+            f"  v{commit['version']:<4} {commit['operation']:<8} "
+            f"{params.get('predicate', params.get('mode', ''))!s:<60} "
+            f"+{metrics.get('num_added_rows', metrics.get('numOutputRows', '?'))} rows, "
+            f"files +{metrics.get('num_added_files', metrics.get('numAddedFiles', '?'))}"
+            f"/-{metrics.get('num_removed_files', metrics.get('numRemovedFiles', '?'))}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     mlflow_ui.add_argument("--host", default="127.0.0.1")
     mlflow_ui.add_argument("--port", type=int, default=5000)
     mlflow_ui.set_defaults(handler=_mlflow_ui)
+    history = commands.add_parser("history", help="show a lake table's Delta commit history")
+    history.add_argument("table", help="e.g. validated_transactions")
+    history.add_argument("--limit", type=int, default=20)
+    history.set_defaults(handler=_history)
+
     jars = commands.add_parser(
         "fetch-spark-jars", help="fetch the delta-spark jars with Maven into the local cache"
     )

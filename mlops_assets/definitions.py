@@ -7,7 +7,7 @@ import dagster as dg
 from mlops_assets.environment import build_resources
 from mlops_assets.features.assets import transaction_features
 from mlops_assets.ingest.assets import raw_transactions
-from mlops_assets.ingest.sensors import landing_sensor
+from mlops_assets.ingest.sensors import build_landing_sensor
 from mlops_assets.monitor.assets import drift_report
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.score.assets import scored_transactions
@@ -58,14 +58,6 @@ daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
     "landing sensor; starts stopped).",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
-refresh_downstream_days = dg.AutomationConditionSensorDefinition(
-    "refresh_downstream_days",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Evaluates the assets' automation conditions: a changed day upstream refreshes "
-    "that day's validated rows, features, scores and drift report.",
-)
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=dg.AssetSelection.assets(scored_transactions, drift_report),
@@ -75,12 +67,26 @@ scoring_job = dg.define_asset_job(
 
 def build_definitions() -> dg.Definitions:
     """Definitions for the environment the settings describe."""
+    settings = load_settings()
+    sensor_status = (
+        dg.DefaultSensorStatus.RUNNING
+        if settings.automation_enabled
+        else dg.DefaultSensorStatus.STOPPED
+    )
+    refresh_downstream_days = dg.AutomationConditionSensorDefinition(
+        "refresh_downstream_days",
+        target=dg.AssetSelection.all(),
+        default_status=sensor_status,
+        minimum_interval_seconds=30,
+        description="Evaluates the assets' automation conditions: a changed day upstream "
+        "refreshes that day's validated rows, features, scores and drift report.",
+    )
     return dg.Definitions(
         assets=ALL_ASSETS,
         jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job],
         schedules=[daily_pipeline_schedule],
-        sensors=[landing_sensor, refresh_downstream_days],
-        resources=build_resources(load_settings()),
+        sensors=[build_landing_sensor(settings.automation_enabled), refresh_downstream_days],
+        resources=build_resources(settings),
     )
 
 

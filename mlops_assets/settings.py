@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     landing_settle_seconds: float = Field(
         10.0, ge=0, description="A landing file must be unmodified this long before it is read."
     )
+    automation_enabled: bool = Field(
+        True,
+        description="Start the landing sensor and the automation sensor running by default.",
+    )
     feature_engine: Literal["duckdb", "spark"] = Field(
         "duckdb", description="Engine that runs the feature SQL: duckdb or spark."
     )

@@ -24,3 +24,11 @@ VALIDATED_TRANSACTIONS = LakeTable("silver", "validated_transactions")
 QUARANTINED_TRANSACTIONS = LakeTable("silver", "quarantined_transactions")
 TRANSACTION_FEATURES = LakeTable("gold", "transaction_features")
 SCORED_TRANSACTIONS = LakeTable("gold", "scored_transactions")
+
+ALL_TABLES = (
+    RAW_TRANSACTIONS,
+    VALIDATED_TRANSACTIONS,
+    QUARANTINED_TRANSACTIONS,
+    TRANSACTION_FEATURES,
+    SCORED_TRANSACTIONS,
+)

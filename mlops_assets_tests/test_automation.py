@@ -14,7 +14,6 @@ import pytest
 
 from mlops_assets.datagen import GeneratorConfig, write_day
 from mlops_assets.definitions import build_definitions
-from mlops_assets.ingest.sensors import landing_sensor
 from mlops_assets.settings import Settings
 from mlops_assets.tables import (
     SCORED_TRANSACTIONS,
@@ -56,7 +55,8 @@ class Platform:
             resources=self.resources,
             definitions=self.defs,
         )
-        result = landing_sensor(context)
+        sensor = next(s for s in self.defs.sensors if s.name == "landing_sensor")
+        result = sensor(context)
         self.sensor_cursor = result.cursor
         return list(result.run_requests or [])
 

@@ -97,7 +97,12 @@ def test_spark_replaces_exactly_the_days_it_writes(
 def test_missing_validated_day_is_named(tmp_path: Path, spark_engine: SparkFeatureEngine) -> None:
     lake = lake_with_validated(tmp_path / "lake")
     with pytest.raises(dg.Failure, match=r"no rows for 2026-01-05, .*, 2026-01-09: materialize"):
-        spark_engine.build(dg.build_asset_context(), lake, DAYS[3], DAYS[3] + timedelta(days=5))
+        spark_engine.build(
+            dg.build_asset_context(), lake, DAYS[3] + timedelta(days=1), DAYS[3] + timedelta(days=5)
+        )
+    # a range that reaches one day past the data skips that day (a backfill's look-back edge)
+    build = spark_engine.build(dg.build_asset_context(), lake, DAYS[3], DAYS[3] + timedelta(days=1))
+    assert build.write.rows == 4_000
 
 
 def test_delta_rs_reads_what_delta_spark_writes(tmp_path: Path, spark: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -36,12 +37,23 @@ def missing_days(present: set[date], first: date, last: date) -> list[date]:
     return [d for d in wanted if d not in present]
 
 
-def require_days(present: set[date], first: date, last: date) -> None:
+def require_days(present: set[date], first: date, last: date, log: Any) -> None:
+    """Refuse a single day without validated rows; in a range, skip such days with a warning.
+
+    (A backfill maps the last validated day onto the next day's features too, through the
+    24-hour look-back; that day has no transactions yet and simply gets no feature rows.)
+    """
     missing = missing_days(present, first, last)
-    if missing:
+    wanted = lookback_days(first, last)[1:]
+    if missing and (first == last or len(missing) == len(wanted)):
         raise dg.Failure(
             description="validated_transactions has no rows for "
             f"{', '.join(d.isoformat() for d in missing)}: materialize it first"
+        )
+    if missing:
+        log.warning(
+            "No validated rows (so no feature rows) for "
+            f"{', '.join(d.isoformat() for d in missing)}"
         )
 
 
@@ -76,7 +88,9 @@ class DuckDBFeatureEngine(FeatureEngine):
         validated = lake.read(
             VALIDATED_TRANSACTIONS, days=lookback_days(first, last), version=validated_version
         )
-        require_days(set(pc.unique(validated.column("txn_date")).to_pylist()), first, last)
+        require_days(
+            set(pc.unique(validated.column("txn_date")).to_pylist()), first, last, context.log
+        )
         features = compute_features_duckdb(validated, first, last, threads=self.threads)
         write = lake.overwrite_days(TRANSACTION_FEATURES, features, first, last)
         return FeatureBuild(

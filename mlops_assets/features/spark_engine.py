@@ -73,7 +73,7 @@ class SparkFeatureEngine(FeatureEngine):
             .where(F.col(PARTITION_COLUMN).between(days[0], days[-1]))
         )
         present = {row[0] for row in validated.select(PARTITION_COLUMN).distinct().collect()}
-        require_days(present, first, last)
+        require_days(present, first, last, context.log)
         validated.withColumn(
             "event_seconds", F.col("timestamp").cast("long")
         ).createOrReplaceTempView("transactions")

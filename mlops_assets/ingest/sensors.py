@@ -27,15 +27,6 @@ def _already_ingested(instance: dg.DagsterInstance, request: DayRequest) -> bool
     return digests is not None and digests.value.get(request.uri) == request.digest
 
 
-@dg.sensor(
-    name="landing_sensor",
-    target=[raw_transactions],
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the landing zone and requests raw_transactions for the day of every "
-    "new or changed file (run key: day, file and content hash). Downstream days refresh through "
-    "their automation conditions.",
-)
 def landing_sensor(
     context: dg.SensorEvaluationContext, landing: LandingZone, policy: PipelinePolicy
 ) -> dg.SensorResult:
@@ -68,3 +59,18 @@ def landing_sensor(
             )
         )
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(result.cursor()))
+
+
+def build_landing_sensor(running: bool = True) -> dg.SensorDefinition:
+    """The landing sensor, started by default unless ``running`` is False."""
+    return dg.sensor(
+        name="landing_sensor",
+        target=[raw_transactions],
+        minimum_interval_seconds=30,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+        ),
+        description="Watches the landing zone and requests raw_transactions for the day of "
+        "every new or changed file (run key: day, file and content hash). Downstream days "
+        "refresh through their automation conditions.",
+    )(landing_sensor)
