@@ -55,6 +55,18 @@ def test_demo_builds_everything_and_says_where_to_look(tmp_path: Path) -> None:
         scored = instance.get_materialized_partitions(dg.AssetKey("scored_transactions"))
         assert len(scored) == 6
 
+        # opening the UI afterwards: the landing sensor sees the demo's files as ingested
+        os.environ["MLOPS_HOME"] = env["MLOPS_HOME"]
+        try:
+            from mlops_assets.definitions import build_definitions
+
+            defs = build_definitions()
+            sensor = next(s for s in defs.sensors if s.name == "landing_sensor")
+            context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+            assert list(sensor(context).run_requests or []) == []
+        finally:
+            del os.environ["MLOPS_HOME"]
+
 
 def test_demo_rejects_days_before_the_partitions_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_"))}

@@ -52,14 +52,31 @@ def parse_timestamps(text: pl.Series) -> pl.Series:
 
     The usual format is parsed in one pass; the others only when some values remain unparsed.
     """
-    text = text.cast(pl.Utf8).str.strip_chars()
+    text = text.cast(pl.Utf8)
     parsed = pl.Series(dtype=pl.Datetime("us", "UTC"))
     for position, fmt in enumerate(_TIMESTAMP_FORMATS):
         attempt = text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
         parsed = attempt if position == 0 else parsed.fill_null(attempt)
         if not (parsed.is_null() & text.is_not_null()).any():
             break
+        if position == 0:
+            text = text.str.strip_chars()  # tolerate surrounding spaces in the rare retries
+            parsed = parsed.fill_null(
+                text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+            )
     return parsed.rename("timestamp")
+
+
+def parse_numbers(text: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Numbers from delivered text; surrounding spaces are tolerated, anything else is null.
+
+    One cast pass; only the values that fail it are stripped and cast again.
+    """
+    direct = text.cast(dtype, strict=False)
+    retry = (direct.is_null() & text.is_not_null()).arg_true()
+    if retry.len() == 0:
+        return direct
+    return direct.scatter(retry, text.gather(retry).str.strip_chars().cast(dtype, strict=False))
 
 
 def _timestamp_from_step(epoch: date) -> pl.Expr:
@@ -83,38 +100,44 @@ def parse_delivered_text(raw: pl.DataFrame, day: date, epoch: date) -> pl.DataFr
                 .alias("timestamp")
             )
         elif dtype == pl.Utf8:
-            parsed.append(_text(column).alias(column))
+            parsed.append(pl.col(column).cast(pl.Utf8))  # kept exactly as delivered
         else:
-            parsed.append(_text(column).cast(dtype, strict=False).alias(column))
+            numbers = parse_numbers(raw.get_column(column).cast(pl.Utf8), dtype)
+            parsed.append(pl.lit(numbers).alias(column))
     return raw.select(pl.col(_ROW), *parsed, pl.lit(day, dtype=pl.Date).alias("partition_day"))
 
 
 def _parse_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame:
     """(row, column, rule) for every delivered value that does not parse into its type."""
+    checked = [c for c, dtype in TYPED_COLUMNS.items() if dtype != pl.Utf8]
+    delivered = raw.select(
+        pl.col(_ROW),
+        pl.col("_timestamp_from_step"),
+        *[pl.col(c).cast(pl.Utf8).alias(c) for c in checked],
+    )
     failures = []
-    for column, dtype in TYPED_COLUMNS.items():
-        if dtype == pl.Utf8:
-            continue
-        delivered = raw.get_column(column)
+    for column in checked:
         mask = (
-            delivered.cast(pl.Utf8).str.strip_chars().is_not_null()
-            & (delivered.cast(pl.Utf8).str.strip_chars() != "")
+            delivered.get_column(column).is_not_null()
+            & (delivered.get_column(column).str.strip_chars() != "")
             & typed.get_column(column).is_null()
         )
         if column == "timestamp":
-            mask = mask & ~raw.get_column("_timestamp_from_step")
-        rows = raw.get_column(_ROW).filter(mask)
+            mask = mask & ~delivered.get_column("_timestamp_from_step")
+        if not mask.any():
+            continue
+        rows = delivered.get_column(_ROW).filter(mask)
         failures.append(
-            pl.DataFrame(
-                {
-                    _ROW: rows,
-                    "column": [column] * rows.len(),
-                    "rule": [f"{column}: not a valid {dtype}"] * rows.len(),
-                },
-                schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8},
+            pl.DataFrame({_ROW: rows}).with_columns(
+                pl.lit(column).alias("column"),
+                pl.lit(f"{column}: not a valid {TYPED_COLUMNS[column]}").alias("rule"),
             )
         )
-    return pl.concat(failures)
+    return pl.concat(failures) if failures else _empty_failures()
+
+
+def _empty_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8})
 
 
 def _contract_failures(typed: pl.DataFrame) -> pl.DataFrame:
@@ -146,19 +169,46 @@ def _contract_failures(typed: pl.DataFrame) -> pl.DataFrame:
 
 
 def _duplicate_failures(raw: pl.DataFrame) -> pl.DataFrame:
-    """Rows identical (in every contract column) to an earlier delivered row of the day."""
+    """Rows identical (in every contract column) to an earlier delivered row of the day.
+
+    Rows are hashed first; only rows sharing a hash are compared exactly.
+    """
     present = [c for c in DELIVERED_COLUMNS if c in raw.columns]
-    duplicate = ~raw.select(pl.struct(present).is_first_distinct()).to_series()
-    rows = raw.get_column(_ROW).filter(duplicate)
-    return pl.DataFrame(
-        {_ROW: rows, "column": [""] * rows.len(), "rule": [DUPLICATE_RULE] * rows.len()},
-        schema={_ROW: pl.Int64, "column": pl.Utf8, "rule": pl.Utf8},
+    shared_hash = raw.select(pl.struct(present).hash().is_duplicated()).to_series()
+    if not shared_hash.any():
+        return _empty_failures()
+    candidates = raw.filter(shared_hash)
+    duplicate = ~candidates.select(pl.struct(present).is_first_distinct()).to_series()
+    rows = candidates.get_column(_ROW).filter(duplicate)
+    return pl.DataFrame({_ROW: rows}).with_columns(
+        pl.lit("").alias("column"), pl.lit(DUPLICATE_RULE).alias("rule")
     )
+
+
+def _transaction_ids(raw: pl.DataFrame) -> pl.Expr:
+    """``<file stem>:<row>``: the stem is computed once per file, not once per row."""
+    stems = {
+        uri: uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        for uri in raw.get_column("_source_file").unique().to_list()
+    }
+    return (
+        pl.col("_source_file").replace_strict(stems, return_dtype=pl.Utf8)
+        + ":"
+        + pl.col("_source_row").cast(pl.Utf8)
+    ).alias("transaction_id")
+
+
+def _in_delivery_order(raw: pl.DataFrame) -> pl.DataFrame:
+    """Rows ordered by source file and row (a cheap no-op for a single, ordered file)."""
+    single_file = raw.get_column("_source_file").n_unique() <= 1
+    if single_file and raw.get_column("_source_row").is_sorted():
+        return raw
+    return raw.sort("_source_file", "_source_row")
 
 
 def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome:
     """Split one day's delivered rows (text columns + lineage) by the contract."""
-    raw = raw.sort("_source_file", "_source_row")
+    raw = _in_delivery_order(raw)
     for column in DELIVERED_COLUMNS:
         if column not in raw.columns:
             raw = raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias(column))
@@ -174,9 +224,12 @@ def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome
     )
     failures = pl.concat([parse_failures, contract_failures, _duplicate_failures(raw)])
     rules = failures.group_by(_ROW).agg(pl.col("rule").unique().sort().alias("_rules"))
+    rejected = raw.get_column(_ROW).is_in(rules.get_column(_ROW).implode())
 
+    # raw is in delivery order and filters keep it: no re-sorting needed
     quarantined = (
-        raw.join(rules, on=_ROW, how="inner")
+        raw.filter(rejected)
+        .join(rules, on=_ROW, how="left", maintain_order="left")
         .select(
             *[pl.col(c).cast(pl.Utf8) for c in DELIVERED_COLUMNS],
             "_source_file",
@@ -184,20 +237,18 @@ def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome
             "_ingested_at",
             "_rules",
         )
-        .sort("_source_file", "_source_row")
     )
+    lineage = raw.select("_source_file", "_source_row", "_ingested_at")
     valid = (
-        typed.join(rules, on=_ROW, how="anti")
-        .join(raw.select(_ROW, "_source_file", "_source_row", "_ingested_at"), on=_ROW)
-        .with_columns(
-            (
-                pl.col("_source_file").str.split("/").list.last().str.replace(r"\.[^.]+$", "")
-                + ":"
-                + pl.col("_source_row").cast(pl.Utf8)
-            ).alias("transaction_id")
+        pl.concat([typed, lineage], how="horizontal")
+        .filter(~rejected)
+        .select(
+            _transaction_ids(raw),
+            *DELIVERED_COLUMNS,
+            "_source_file",
+            "_source_row",
+            "_ingested_at",
         )
-        .select("transaction_id", *DELIVERED_COLUMNS, "_source_file", "_source_row", "_ingested_at")
-        .sort("_source_file", "_source_row")
     )
     counts = Counter(failures.get_column("rule").to_list())
     return ContractOutcome(valid=valid, quarantined=quarantined, rejects_by_rule=dict(counts))

@@ -1,0 +1,292 @@
+"""Data benchmark: one day of generated rows through raw -> validated -> features.
+
+Each stage runs the real asset (Dagster ``materialize`` on an ephemeral instance, Delta tables
+on local disk) and is compared with a floor measured in the same run on the same rows:
+
+* table writes: a pyarrow Parquet write of the same table;
+* validation: hand-written vectorized polars checks of the same rules;
+* features: the faster of the same SQL run bare in DuckDB and a Polars implementation.
+
+Usage: ``.venv/bin/python bench/data_day.py [--rows 1000000] [--engine duckdb|spark]``.
+Prints rows/s, seconds and ratios; exits 1 with ``--strict`` when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+DAY = date(2026, 3, 2)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    began = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - began, value
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def parquet_floor(table: Any, directory: Path, name: str) -> float:
+    import pyarrow.parquet as pq
+
+    seconds, _ = timed(lambda: pq.write_table(table, directory / f"{name}.parquet"))
+    return seconds
+
+
+def validation_floor(raw: Any) -> float:
+    """The same rules as hand-written polars expressions (parse + checks), no attribution."""
+    import polars as pl
+
+    def run() -> int:
+        text = {c: pl.col(c).str.strip_chars() for c in raw.columns if raw.schema[c] == pl.Utf8}
+        typed = raw.select(
+            text["step"].cast(pl.Int64, strict=False).alias("step"),
+            text["type"].alias("type"),
+            *[
+                text[c].cast(pl.Float64, strict=False).alias(c)
+                for c in (
+                    "amount",
+                    "oldbalanceOrg",
+                    "newbalanceOrig",
+                    "oldbalanceDest",
+                    "newbalanceDest",
+                )
+            ],
+            text["nameOrig"].alias("nameOrig"),
+            text["nameDest"].alias("nameDest"),
+            text["isFraud"].cast(pl.Int8, strict=False).alias("isFraud"),
+            text["isFlaggedFraud"].cast(pl.Int8, strict=False).alias("isFlaggedFraud"),
+            text["timestamp"]
+            .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", strict=False)
+            .alias("timestamp"),
+        )
+        ok = (
+            (pl.col("step") >= 1)
+            & pl.col("type").is_in(["PAYMENT", "TRANSFER", "CASH_OUT", "DEBIT", "CASH_IN"])
+            & (pl.col("amount") > 0)
+            & pl.col("nameOrig").str.contains(r"^[CM][0-9]{1,12}$")
+            & pl.col("nameDest").str.contains(r"^[CM][0-9]{1,12}$")
+            & (pl.col("oldbalanceOrg") >= 0)
+            & (pl.col("newbalanceOrig") >= 0)
+            & (pl.col("oldbalanceDest") >= 0)
+            & (pl.col("newbalanceDest") >= 0)
+            & pl.col("isFraud").is_in([0, 1])
+            & pl.col("isFlaggedFraud").is_in([0, 1])
+            & (pl.col("timestamp").dt.date() == DAY)
+        ).fill_null(False)
+        return typed.filter(ok).height
+
+    seconds, _ = timed(run)
+    return seconds
+
+
+def features_floor(validated: Any) -> tuple[float, float]:
+    """The feature SQL run bare in DuckDB, and a Polars implementation of the same windows."""
+    import polars as pl
+
+    from mlops_assets.features.duckdb_engine import compute_features_duckdb
+
+    duck, _ = timed(lambda: compute_features_duckdb(validated, DAY))
+    frame = pl.from_arrow(validated)
+
+    def polars_features() -> int:
+        ordered = frame.sort("timestamp")
+        windows = []
+        for account in ("nameOrig", "nameDest"):
+            windows.append(
+                ordered.rolling(
+                    index_column="timestamp", period="24h", closed="left", group_by=account
+                ).agg(pl.len().alias(f"{account}_count"), pl.col("amount").sum())
+            )
+        out = ordered.with_columns(
+            pl.col("amount").log1p().alias("log_amount"),
+            (pl.col("oldbalanceOrg") - pl.col("newbalanceOrig")).alias("orig_delta"),
+            (pl.col("amount") / (pl.col("oldbalanceOrg") + 1)).alias("ratio"),
+            pl.col("timestamp").dt.hour().alias("hour"),
+        )
+        return out.height + sum(w.height for w in windows)
+
+    polars_seconds, _ = timed(polars_features)
+    return duck, polars_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+    os.environ["MLOPS_HOME"] = str(work / "home")
+    os.environ["MLOPS_FEATURE_ENGINE"] = args.engine
+    os.environ.setdefault("MLOPS_PARTITIONS_START", "2026-01-01")
+    import dagster as dg
+    import polars as pl
+
+    from mlops_assets.datagen import GeneratorConfig, write_day
+    from mlops_assets.definitions import ALL_ASSETS, build_definitions
+    from mlops_assets.tables import (
+        QUARANTINED_TRANSACTIONS,
+        RAW_TRANSACTIONS,
+        TRANSACTION_FEATURES,
+        VALIDATED_TRANSACTIONS,
+    )
+
+    defs = build_definitions()
+    resources = defs.resources
+    lake = resources["lake"]
+    print(f"Generating {args.rows:,} rows for {DAY} ...", flush=True)
+    write_day(DAY, GeneratorConfig(rows_per_day=args.rows, seed=1), work / "home" / "landing")
+    instance = dg.DagsterInstance.ephemeral()
+
+    spark_startup = 0.0
+    if args.engine == "spark":
+        engine = resources["feature_engine"]
+        spark_startup, _ = timed(lambda: engine.session(dg.get_dagster_logger()))
+
+    # the day as one run, the way the schedule or a backfill runs it; stages timed by step
+    total, result = timed(
+        lambda: dg.materialize(
+            ALL_ASSETS,
+            selection=[
+                "raw_transactions",
+                "validated_transactions",
+                "quarantined_transactions",
+                "transaction_features",
+            ],
+            resources=resources,
+            instance=instance,
+            partition_key=DAY.isoformat(),
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+    )
+    assert result.success
+    steps = step_seconds(instance, result.run_id)
+    raw_s = steps["raw_transactions"]
+    valid_s = steps["validated_transactions"]
+    feat_s = steps["transaction_features"]
+    peak = peak_rss_gib()
+
+    floors_dir = work / "floors"
+    floors_dir.mkdir()
+    raw = lake.read(RAW_TRANSACTIONS, days=[DAY])
+    validated = lake.read(VALIDATED_TRANSACTIONS, days=[DAY])
+    quarantined = lake.read(QUARANTINED_TRANSACTIONS, days=[DAY])
+    features = lake.read(TRANSACTION_FEATURES, days=[DAY])
+    raw_floor = parquet_floor(raw, floors_dir, "raw")
+    valid_write_floor = parquet_floor(validated, floors_dir, "validated") + parquet_floor(
+        quarantined, floors_dir, "quarantined"
+    )
+    check_floor = validation_floor(pl.from_arrow(raw).drop("txn_date"))
+    duck_floor, polars_floor = features_floor(validated)
+    feat_floor = min(duck_floor, polars_floor) + parquet_floor(features, floors_dir, "features")
+
+    bare_spark = None
+    if args.engine == "spark":
+        bare_spark = spark_bare_job(resources["feature_engine"], lake, floors_dir)
+
+    from mlops_assets.validate.rules import apply_contract
+
+    contract_s, _ = timed(lambda: apply_contract(pl.from_arrow(raw).drop("txn_date"), DAY, DAY))
+    delta_raw_s, _ = timed(
+        lambda: lake.overwrite_day(
+            type(RAW_TRANSACTIONS)("bench", "raw_copy"), raw.drop(["txn_date"]), DAY
+        )
+    )
+
+    rows = raw.num_rows
+    floor_total = raw_floor + valid_write_floor + check_floor + feat_floor
+    print()
+    print(f"{'stage':<12}{'seconds':>9}{'rows/s':>12}{'floor s':>9}{'ratio':>7}")
+    for name, seconds, floor in (
+        ("raw", raw_s, raw_floor),
+        ("validated", valid_s, valid_write_floor + check_floor),
+        ("features", feat_s, feat_floor),
+        ("day", total, floor_total),
+    ):
+        print(
+            f"{name:<12}{seconds:>9.2f}{rows / seconds:>12,.0f}{floor:>9.2f}{seconds / floor:>7.2f}"
+        )
+    print()
+    print(
+        f"floors: parquet raw {raw_floor:.2f}s, validated+quarantined {valid_write_floor:.2f}s, "
+        f"features {feat_floor - min(duck_floor, polars_floor):.2f}s; checks {check_floor:.2f}s; "
+        f"features DuckDB bare {duck_floor:.2f}s, Polars {polars_floor:.2f}s"
+    )
+    print(f"peak RSS {peak:.2f} GiB")
+    print(
+        f"contract (pandera + rule attribution) {contract_s:.2f}s vs hand-written checks "
+        f"{check_floor:.2f}s (ratio {contract_s / check_floor:.2f}); Delta write of the raw "
+        f"day {delta_raw_s:.2f}s vs Parquet {raw_floor:.2f}s (ratio {delta_raw_s / raw_floor:.2f})"
+    )
+    print(f"the run took {total:.2f}s wall (stages {raw_s + valid_s + feat_s:.2f}s + Dagster)")
+    targets = {
+        "day within 2x of its floors": total <= 2 * floor_total,
+        "validation within 3x of its floor": contract_s <= 3 * check_floor,
+        "Delta writes within 2x of Parquet": delta_raw_s <= 2 * raw_floor,
+        "peak memory under 4 GiB": peak < 4.0,
+    }
+    if args.engine == "spark":
+        print(
+            f"Spark start-up {spark_startup:.1f}s (not counted); features stage "
+            f"{feat_s:.2f}s vs the same Spark job bare {bare_spark:.2f}s "
+            f"(ratio {feat_s / bare_spark:.2f})"
+        )
+        targets["spark features within 1.3x of the bare job"] = feat_s <= 1.3 * bare_spark
+    for target, met in targets.items():
+        print(f"  {'PASS' if met else 'MISS'}  {target}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(targets.values()) or not args.strict else 1
+
+
+def step_seconds(instance: Any, run_id: str) -> dict[str, float]:
+    """Seconds from STEP_START to STEP_SUCCESS of each step of the run."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            started[event.step_key] = record.timestamp
+        elif event.event_type_value == "STEP_SUCCESS":
+            seconds[event.step_key] = record.timestamp - started[event.step_key]
+    return seconds
+
+
+def spark_bare_job(engine: Any, lake: Any, directory: Path) -> float:
+    """The same feature SQL on Spark over the same Delta input, written as plain Parquet."""
+    from pyspark.sql import functions as F
+
+    from mlops_assets.features.definition import feature_sql
+    from mlops_assets.tables import VALIDATED_TRANSACTIONS
+
+    spark = engine.session(None)
+
+    def run() -> None:
+        validated = spark.read.format("delta").load(lake.table_uri(VALIDATED_TRANSACTIONS))
+        validated.withColumn(
+            "event_seconds", F.col("timestamp").cast("long")
+        ).createOrReplaceTempView("transactions")
+        spark.sql(feature_sql(DAY)).write.mode("overwrite").parquet(str(directory / "spark"))
+
+    seconds, _ = timed(run)
+    return seconds
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())
