@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import dagster as dg
+import pyarrow.compute as pc
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
@@ -58,27 +59,23 @@ class SparkFeatureEngine(FeatureEngine):
     def build(
         self, context: dg.AssetExecutionContext, lake: DeltaLake, first: date, last: date
     ) -> FeatureBuild:
-        from delta.tables import DeltaTable
         from pyspark.sql import functions as F
 
         spark = self.session(context.log)
-        source_path = spark_path(lake.table_uri(VALIDATED_TRANSACTIONS))
-        source_history = DeltaTable.forPath(spark, source_path).history(1).collect()
-        validated_version = int(source_history[0]["version"])
+        # the Delta logs are read with delta-rs: no Spark job is spent on bookkeeping
+        validated_version = lake.version(VALIDATED_TRANSACTIONS)
         days = lookback_days(first, last)
+        require_days(set(lake.days(VALIDATED_TRANSACTIONS)), first, last, context.log)
         validated = (
             spark.read.format("delta")
             .option("versionAsOf", validated_version)
-            .load(source_path)
+            .load(spark_path(lake.table_uri(VALIDATED_TRANSACTIONS)))
             .where(F.col(PARTITION_COLUMN).between(days[0], days[-1]))
         )
-        present = {row[0] for row in validated.select(PARTITION_COLUMN).distinct().collect()}
-        require_days(present, first, last, context.log)
         validated.withColumn(
             "event_seconds", F.col("timestamp").cast("long")
         ).createOrReplaceTempView("transactions")
         features = spark.sql(feature_sql(first, last))
-        target = spark_path(lake.table_uri(TRANSACTION_FEATURES))
         (
             features.write.format("delta")
             .mode("overwrite")
@@ -89,22 +86,22 @@ class SparkFeatureEngine(FeatureEngine):
             )
             .option("mergeSchema", "true")
             .partitionBy(PARTITION_COLUMN)
-            .save(target)
+            .save(spark_path(lake.table_uri(TRANSACTION_FEATURES)))
         )
-        commit = DeltaTable.forPath(spark, target).history(1).collect()[0]
-        metrics = {k: v for k, v in (commit["operationMetrics"] or {}).items()}
-        written = spark.read.format("delta").option("versionAsOf", commit["version"]).load(target)
-        in_range = written.where(F.col(PARTITION_COLUMN).between(first, last))
-        rows, frauds = in_range.agg(F.count("*"), F.sum("isFraud")).collect()[0]
+        commit = lake.history(TRANSACTION_FEATURES, limit=1)[0]
+        labels = lake.read(
+            TRANSACTION_FEATURES, days=days[1:], columns=["isFraud"], version=commit["version"]
+        ).column("isFraud")
+        rows = len(labels)
         return FeatureBuild(
             write=PartitionWrite(
                 table_uri=lake.table_uri(TRANSACTION_FEATURES),
                 version=int(commit["version"]),
-                rows=int(rows),
-                operation_metrics=metrics,
+                rows=rows,
+                operation_metrics=dict(commit.get("operationMetrics", {})),
             ),
             schema=spark_table_schema(features.schema),
-            fraud_rate=float(frauds or 0) / rows if rows else 0.0,
+            fraud_rate=float(pc.sum(labels).as_py() or 0) / rows if rows else 0.0,
             validated_version=validated_version,
             engine=self.name,
         )
