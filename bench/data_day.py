@@ -283,7 +283,8 @@ def warm_up_spark(spark: Any, directory: Path) -> None:
 
 
 def spark_bare_job(engine: Any, lake: Any, directory: Path) -> float:
-    """The same feature SQL on Spark over the same Delta input, written as plain Parquet."""
+    """The same Spark job without Dagster or the engine wrapper: read the validated Delta table,
+    run the feature SQL, replace the day in a (fresh) partitioned Delta table."""
     from pyspark.sql import functions as F
 
     from mlops_assets.features.definition import feature_sql
@@ -293,10 +294,17 @@ def spark_bare_job(engine: Any, lake: Any, directory: Path) -> float:
 
     def run() -> None:
         validated = spark.read.format("delta").load(lake.table_uri(VALIDATED_TRANSACTIONS))
-        validated.withColumn(
+        validated.where(F.col("txn_date").between(DAY, DAY)).withColumn(
             "event_seconds", F.col("timestamp").cast("long")
         ).createOrReplaceTempView("transactions")
-        spark.sql(feature_sql(DAY)).write.mode("overwrite").parquet(str(directory / "spark"))
+        (
+            spark.sql(feature_sql(DAY))
+            .write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"txn_date = '{DAY.isoformat()}'")
+            .partitionBy("txn_date")
+            .save(str(directory / "spark_features"))
+        )
 
     seconds, _ = timed(run)
     return seconds
