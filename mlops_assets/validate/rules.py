@@ -109,7 +109,14 @@ def parse_delivered_text(raw: pl.DataFrame, day: date, epoch: date) -> pl.DataFr
 
 def _parse_failures(raw: pl.DataFrame, typed: pl.DataFrame) -> pl.DataFrame:
     """(row, column, rule) for every delivered value that does not parse into its type."""
-    checked = [c for c, dtype in TYPED_COLUMNS.items() if dtype != pl.Utf8]
+    # a value can only have failed to parse where the parsed column is null
+    checked = [
+        c
+        for c, dtype in TYPED_COLUMNS.items()
+        if dtype != pl.Utf8 and typed.get_column(c).null_count() > 0
+    ]
+    if not checked:
+        return _empty_failures()
     delivered = raw.select(
         pl.col(_ROW),
         pl.col("_timestamp_from_step"),
