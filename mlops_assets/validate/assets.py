@@ -1,9 +1,11 @@
 """The silver ``validated_transactions`` and ``quarantined_transactions`` assets, and checks."""
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
@@ -76,6 +78,7 @@ def validated_transactions(
     valid_write: PartitionWrite | None = None
     quarantine_write: PartitionWrite | None = None
     blocked: list = []
+    schemas: dict[str, pa.Schema] = {}
     for day in days:
         raw = pl.from_arrow(lake.read(RAW_TRANSACTIONS, days=[day]))
         if raw.height == 0:
@@ -83,14 +86,22 @@ def validated_transactions(
                 description=f"raw_transactions has no rows for {day}: materialize it first"
             )
         outcome = apply_contract(raw.drop("txn_date"), day, policy.epoch)
-        quarantine_write = lake.overwrite_day(
-            QUARANTINED_TRANSACTIONS, outcome.quarantined.to_arrow(), day
-        )
+        quarantined_table = outcome.quarantined.to_arrow()
+        schemas["quarantined"] = quarantined_table.schema
         if outcome.reject_share > policy.max_reject_share:
             # blocked: the rejects are in quarantine, the day's silver rows are held back
             blocked.append(day)
+            quarantine_write = lake.overwrite_day(QUARANTINED_TRANSACTIONS, quarantined_table, day)
         else:
-            valid_write = lake.overwrite_day(VALIDATED_TRANSACTIONS, outcome.valid.to_arrow(), day)
+            valid_table = outcome.valid.to_arrow()
+            schemas["valid"] = valid_table.schema
+            # the two tables are written side by side (delta-rs releases the GIL)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                pending = pool.submit(
+                    lake.overwrite_day, QUARANTINED_TRANSACTIONS, quarantined_table, day
+                )
+                valid_write = lake.overwrite_day(VALIDATED_TRANSACTIONS, valid_table, day)
+                quarantine_write = pending.result()
         outcomes[day.isoformat()] = outcome
         raw_rows[day.isoformat()] = raw.height
         context.log.info(
@@ -101,11 +112,10 @@ def validated_transactions(
     summary = _summary(outcomes, raw_rows)
     contract = {"contract_version": CONTRACT_VERSION, "contract_hash": contract_hash()}
     span = {"days": describe_days(days)}
-    last = outcomes[days[-1].isoformat()]
     yield dg.MaterializeResult(
         asset_key=QUARANTINED,
         metadata={
-            **quarantine_write.metadata(last.quarantined.to_arrow().schema),
+            **quarantine_write.metadata(schemas["quarantined"]),
             **contract,
             **span,
             "dagster/row_count": summary["quarantined"],
@@ -127,7 +137,7 @@ def validated_transactions(
     yield dg.MaterializeResult(
         asset_key=VALIDATED,
         metadata={
-            **valid_write.metadata(last.valid.to_arrow().schema),
+            **valid_write.metadata(schemas["valid"]),
             **contract,
             **span,
             "dagster/row_count": summary["valid"],

@@ -178,10 +178,12 @@ def _contract_failures(typed: pl.DataFrame) -> pl.DataFrame:
 def _duplicate_failures(raw: pl.DataFrame) -> pl.DataFrame:
     """Rows identical (in every contract column) to an earlier delivered row of the day.
 
-    Rows are hashed first; only rows sharing a hash are compared exactly.
+    Rows are first hashed on a few columns that almost never repeat together; only rows
+    sharing such a hash are compared exactly, on every column.
     """
     present = [c for c in DELIVERED_COLUMNS if c in raw.columns]
-    shared_hash = raw.select(pl.struct(present).hash().is_duplicated()).to_series()
+    probe = [c for c in ("timestamp", "nameOrig", "amount") if c in present] or present
+    shared_hash = raw.select(pl.struct(probe).hash().is_duplicated()).to_series()
     if not shared_hash.any():
         return _empty_failures()
     candidates = raw.filter(shared_hash)
