@@ -45,6 +45,13 @@ def spark_config(settings: Settings) -> dict[str, str]:
     """Spark configuration for the settings: master or Connect address, Delta, local tuning."""
     from mlops_assets.resources.spark_jars import cached_jars, delta_package
 
+    if settings.spark_master.startswith("sc://"):
+        # a Connect server owns its static configuration (Delta extension, jars, UI)
+        return {
+            "spark.remote": settings.spark_master,
+            "spark.sql.session.timeZone": "UTC",
+            **settings.spark_conf,
+        }
     config = {
         "spark.app.name": "mlops_assets",
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -52,15 +59,12 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
     }
-    if settings.spark_master.startswith("sc://"):
-        config["spark.remote"] = settings.spark_master
+    config["spark.master"] = settings.spark_master
+    jars = cached_jars(settings.spark_jars_dir)
+    if jars:
+        config["spark.jars"] = ",".join(str(jar) for jar in jars)
     else:
-        config["spark.master"] = settings.spark_master
-        jars = cached_jars(settings.spark_jars_dir)
-        if jars:
-            config["spark.jars"] = ",".join(str(jar) for jar in jars)
-        else:
-            config["spark.jars.packages"] = delta_package()
+        config["spark.jars.packages"] = delta_package()
     if settings.spark_master.startswith("local"):
         # small local jobs: few shuffle partitions and a small Delta log replay
         config["spark.sql.shuffle.partitions"] = "4"
