@@ -179,6 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     raw_s = steps["raw_transactions"]
     valid_s = steps["validated_transactions"]
     feat_s = steps["transaction_features"]
+    spark_pairs: list[tuple[float, float]] = []
+    if args.engine == "spark":
+        # the run above paid for the first Delta reads in the JVM; compare warm against warm:
+        # the features asset alone, then the bare job, twice
+        for attempt in range(2):
+            again = dg.materialize(
+                ALL_ASSETS,
+                selection=["transaction_features"],
+                resources=resources,
+                instance=instance,
+                partition_key=DAY.isoformat(),
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
+            engine_s = step_seconds(instance, again.run_id)["transaction_features"]
+            bare_s = spark_bare_job(resources["feature_engine"], lake, work / f"bare{attempt}")
+            spark_pairs.append((engine_s, bare_s))
     peak = peak_rss_gib()
 
     floors_dir = work / "floors"
@@ -194,10 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     check_floor = validation_floor(pl.from_arrow(raw).drop("txn_date"))
     duck_floor, polars_floor = features_floor(validated)
     feat_floor = min(duck_floor, polars_floor) + parquet_floor(features, floors_dir, "features")
-
-    bare_spark = None
-    if args.engine == "spark":
-        bare_spark = spark_bare_job(resources["feature_engine"], lake, floors_dir)
 
     from mlops_assets.validate.rules import apply_contract
 
@@ -241,12 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         "peak memory under 4 GiB": peak < 4.0,
     }
     if args.engine == "spark":
+        engine_s = min(e for e, _ in spark_pairs)
+        bare_s = min(b for _, b in spark_pairs)
         print(
-            f"Spark start-up {spark_startup:.1f}s (not counted); features stage "
-            f"{feat_s:.2f}s vs the same Spark job bare {bare_spark:.2f}s "
-            f"(ratio {feat_s / bare_spark:.2f})"
+            f"Spark start-up {spark_startup:.1f}s (not counted); first features run "
+            f"{feat_s:.2f}s; warm: features asset {engine_s:.2f}s vs the same Spark job bare "
+            f"{bare_s:.2f}s (ratio {engine_s / bare_s:.2f}; pairs {spark_pairs})"
         )
-        targets["spark features within 1.3x of the bare job"] = feat_s <= 1.3 * bare_spark
+        targets["spark features within 1.3x of the bare job"] = engine_s <= 1.3 * bare_s
     for target, met in targets.items():
         print(f"  {'PASS' if met else 'MISS'}  {target}")
     shutil.rmtree(work, ignore_errors=True)
