@@ -84,6 +84,12 @@ def connect_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(1)
         yield f"sc://127.0.0.1:{port}"
     finally:
+        # close the client first: its exit hook would otherwise retry RPCs at a dead server
+        from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+        remote = RemoteSession.getActiveSession()
+        if remote is not None:
+            remote.stop()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
 
