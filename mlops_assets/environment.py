@@ -21,7 +21,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     """Resources keyed by the names the assets ask for."""
     return {
         "landing": LandingZone(uri=settings.resolved_landing_uri),
-        "lake": DeltaLake(root_uri=settings.resolved_lake_uri),
+        "lake": DeltaLake(
+            root_uri=settings.resolved_lake_uri, compression=settings.lake_compression
+        ),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.resolved_mlflow_tracking_uri,
             experiment_name=settings.mlflow_experiment,

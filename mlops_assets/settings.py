@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     environment: str = Field("local", description="Which resource set to build: 'local'.")
     landing_uri: str | None = Field(None, description="Landing zone; default <home>/landing.")
     lake_uri: str | None = Field(None, description="Root of the Delta lake; default <home>/lake.")
+    lake_compression: Literal["LZ4_RAW", "SNAPPY", "ZSTD", "UNCOMPRESSED"] = Field(
+        "LZ4_RAW", description="Parquet codec of the Delta files the platform writes."
+    )
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking store; default sqlite:///<home>/mlflow/mlflow.db."
     )

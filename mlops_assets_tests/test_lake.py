@@ -110,3 +110,24 @@ def test_reports_are_written_under_the_lake(lake: DeltaLake) -> None:
     uri = lake.write_report("<html></html>", "drift_report", "2026-01-01.html")
     assert uri.endswith("reports/drift_report/2026-01-01.html")
     assert Path(uri).read_text() == "<html></html>"
+
+
+@pytest.mark.parametrize("codec", ["LZ4_RAW", "ZSTD"])
+def test_files_use_the_configured_codec_on_creation_and_overwrite(
+    tmp_path: Path, codec: str
+) -> None:
+    import pyarrow.parquet as pq
+
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"), compression=codec)
+    lake.overwrite_day(TABLE, rows([1, 2]), DAY_1)  # creates the table
+    lake.overwrite_day(TABLE, rows([3]), DAY_2)  # predicate overwrite of an existing table
+    delta = DeltaTable(lake.table_uri(TABLE))
+    assert delta.version() == 1
+    for uri in delta.file_uris():
+        codecs = {
+            pq.ParquetFile(uri).metadata.row_group(0).column(i).compression
+            for i in range(pq.ParquetFile(uri).metadata.num_columns)
+        }
+        # pyarrow names the LZ4_RAW codec "LZ4"
+        assert codecs == {codec.removesuffix("_RAW")}, uri
+    assert values(lake, DAY_1) == [1, 2] and values(lake, DAY_2) == [3]
