@@ -146,3 +146,8 @@ COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
     "dest_txn_count_24h": ("nameDest", "timestamp"),
     "dest_amount_sum_24h": ("nameDest", "timestamp", "amount"),
 }
+
+#: The validated columns the query reads (engines read only these).
+INPUT_COLUMNS: tuple[str, ...] = tuple(
+    sorted({source for sources in COLUMN_SOURCES.values() for source in sources})
+)

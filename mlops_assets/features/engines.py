@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.compute as pc
 
-from mlops_assets.features.definition import lookback_days
+from mlops_assets.features.definition import INPUT_COLUMNS, lookback_days
 from mlops_assets.features.duckdb_engine import compute_features_duckdb
 from mlops_assets.resources.lake import DeltaLake, PartitionWrite
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
@@ -86,7 +86,10 @@ class DuckDBFeatureEngine(FeatureEngine):
 
         validated_version = lake.version(VALIDATED_TRANSACTIONS)
         validated = lake.read(
-            VALIDATED_TRANSACTIONS, days=lookback_days(first, last), version=validated_version
+            VALIDATED_TRANSACTIONS,
+            days=lookback_days(first, last),
+            columns=list(INPUT_COLUMNS),
+            version=validated_version,
         )
         require_days(
             set(pc.unique(validated.column("txn_date")).to_pylist()), first, last, context.log
