@@ -1,4 +1,5 @@
-"""The project's commands: ``demo``, ``ui`` (Dagster) and ``mlflow-ui``."""
+"""The project's commands: ``demo``, ``ui`` (Dagster), ``mlflow-ui``, ``history``,
+``rebuild-training-set``, ``rollback`` and ``fetch-spark-jars``."""
 
 from __future__ import annotations
 
@@ -116,6 +117,80 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_version(client: object, name: str, args: argparse.Namespace) -> str | None:
+    from mlops_assets.registry.versions import current_version
+
+    if args.version is not None:
+        return str(args.version)
+    version = current_version(client, name, args.alias)
+    if version is None:
+        print(f"No version of {name} has the alias @{args.alias}", file=sys.stderr)
+    return version
+
+
+def _rebuild_training_set(args: argparse.Namespace) -> int:
+    from mlops_assets.environment import build_resources
+    from mlops_assets.registry.rebuild import rebuild_training_set
+    from mlops_assets.registry.versions import RegistryError
+
+    settings = load_settings()
+    resources = build_resources(settings)
+    client = resources["mlflow_tracking"].client()
+    version = _model_version(client, settings.model_name, args)
+    if version is None:
+        return 2
+    try:
+        rebuilt = rebuild_training_set(resources["lake"], client, settings.model_name, version)
+    except (RegistryError, ValueError, FileNotFoundError) as error:
+        print(f"Cannot rebuild the training set: {error}", file=sys.stderr)
+        return 2
+    print(rebuilt.report())
+    if args.output:
+        rebuilt.training_set.frame.to_parquet(args.output, index=False)
+        print(f"  written to {args.output}")
+    return 0 if rebuilt.matches else 1
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from mlops_assets.definitions import ALL_ASSETS, build_definitions
+    from mlops_assets.demo import prepare_dagster_home
+
+    settings = load_settings()
+    prepare_dagster_home(settings)
+    defs = build_definitions()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["champion_model"],
+            resources=defs.resources,
+            instance=instance,
+            run_config={
+                "ops": {
+                    "champion_model": {
+                        "config": {"rollback_to_version": args.version, "reason": args.reason}
+                    }
+                }
+            },
+            raise_on_error=False,
+        )
+    if not result.success:
+        from mlops_assets.demo import failure_message
+
+        print(
+            f"Rollback refused (run {result.run_id}):\n{failure_message(result)}", file=sys.stderr
+        )
+        return 1
+    event = result.asset_materializations_for_node("champion_model")[0]
+    previous = event.metadata["previous_version"].value
+    print(
+        f"{settings.model_name} @champion: v{previous} -> v{args.version} (rollback recorded in "
+        f"Dagster run {result.run_id} and on the MLflow versions)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("table", help="e.g. validated_transactions")
     history.add_argument("--limit", type=int, default=20)
     history.set_defaults(handler=_history)
+
+    rebuild = commands.add_parser(
+        "rebuild-training-set",
+        help="rebuild a model version's exact training set (Delta time travel) and verify it",
+    )
+    which = rebuild.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="model version (default: the --alias one)")
+    which.add_argument("--alias", default="champion", help="model alias (default champion)")
+    rebuild.add_argument("--output", help="also write the rebuilt rows to this Parquet file")
+    rebuild.set_defaults(handler=_rebuild_training_set)
+
+    roll = commands.add_parser(
+        "rollback", help="make an earlier champion version the champion again (recorded)"
+    )
+    roll.add_argument("version", type=int, help="the model version to return to")
+    roll.add_argument("--reason", default="", help="why (recorded with the rollback)")
+    roll.set_defaults(handler=_rollback)
 
     jars = commands.add_parser(
         "fetch-spark-jars", help="fetch the delta-spark jars with Maven into the local cache"

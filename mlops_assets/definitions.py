@@ -10,17 +10,21 @@ from mlops_assets.ingest.assets import raw_transactions
 from mlops_assets.ingest.sensors import build_landing_sensor
 from mlops_assets.monitor.assets import drift_report
 from mlops_assets.partitions import daily_partitions
+from mlops_assets.registry.assets import challenger_model, champion_model
 from mlops_assets.score.assets import scored_transactions
 from mlops_assets.settings import load_settings
-from mlops_assets.train.assets import fraud_model, registered_model
+from mlops_assets.train.assets import CANDIDATE_ASSETS, TUNING_ASSETS, training_set
 from mlops_assets.validate.assets import validated_transactions
 
 ALL_ASSETS = [
     raw_transactions,
     validated_transactions,
     transaction_features,
-    fraud_model,
-    registered_model,
+    training_set,
+    *TUNING_ASSETS,
+    *CANDIDATE_ASSETS,
+    challenger_model,
+    champion_model,
     scored_transactions,
     drift_report,
 ]
@@ -34,8 +38,11 @@ ingest_job = dg.define_asset_job(
 )
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets(fraud_model, registered_model),
-    description="Train the fraud model on a window of feature days and register it.",
+    selection=dg.AssetSelection.assets(
+        training_set, *TUNING_ASSETS, *CANDIDATE_ASSETS, challenger_model, champion_model
+    ),
+    description="The model factory: pin a training set, tune and train every model family, "
+    "register the candidates, gate the best against the champion and promote it if it passes.",
 )
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline_job",

@@ -64,7 +64,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def _failure_message(result: Any) -> str:
+def failure_message(result: Any) -> str:
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
@@ -138,7 +138,7 @@ def run_demo(
             instance=instance, raise_on_error=False, **kwargs
         )
         if not result.success:
-            raise DemoFailed(f"{label} failed (run {result.run_id}):\n{_failure_message(result)}")
+            raise DemoFailed(f"{label} failed (run {result.run_id}):\n{failure_message(result)}")
         assets = _materialized(result)
         say(f"  {label:<28} {time.perf_counter() - started:5.1f}s  {_describe(assets)}")
         return assets

@@ -13,6 +13,7 @@ from mlops_assets.features.engines import DuckDBFeatureEngine, FeatureEngine
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.optuna_storage import OptunaStorage
 from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.settings import Settings
 
@@ -39,7 +40,13 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             model_name=settings.model_name,
             model_alias=settings.model_alias,
             landing_settle_seconds=settings.landing_settle_seconds,
+            gate_metric=settings.gate_metric,
+            gate_margin=settings.gate_margin,
+            gate_min_pr_auc=settings.gate_min_pr_auc,
+            gate_min_roc_auc=settings.gate_min_roc_auc,
+            target_precision=settings.target_precision,
         ),
+        "optuna_storage": OptunaStorage(url=settings.resolved_optuna_storage_uri),
     }
 
 

@@ -45,6 +45,26 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("fraud_detector", description="Registered model name in MLflow.")
     model_alias: str = Field("champion", description="Alias that batch scoring loads.")
+    optuna_storage_uri: str | None = Field(
+        None,
+        description="Optuna study storage (SQLAlchemy URL); default sqlite:///<home>/optuna/"
+        "optuna.db, e.g. postgresql+psycopg2://user:pass@host/optuna in production.",
+    )
+    gate_metric: Literal["pr_auc", "roc_auc", "recall_at_precision", "f1"] = Field(
+        "pr_auc", description="Holdout metric on which a challenger must beat the champion."
+    )
+    gate_margin: float = Field(
+        0.005, ge=0.0, description="How much better than the champion the challenger must be."
+    )
+    gate_min_pr_auc: float = Field(
+        0.2, ge=0.0, le=1.0, description="Holdout PR-AUC below which no model is promoted."
+    )
+    gate_min_roc_auc: float = Field(
+        0.8, ge=0.0, le=1.0, description="Holdout ROC-AUC below which no model is promoted."
+    )
+    target_precision: float = Field(
+        0.9, gt=0.0, le=1.0, description="Precision at which recall_at_precision is measured."
+    )
     partitions_start: date = Field(date(2026, 1, 1), description="First daily partition (UTC).")
     paysim_epoch: date = Field(
         date(2026, 1, 1), description="Date of PaySim step 1 (hour 00:00 UTC) for undated files."
@@ -114,6 +134,12 @@ class Settings(BaseSettings):
     @property
     def resolved_mlflow_artifact_uri(self) -> str:
         return self._under_home(self.mlflow_artifact_uri, "mlflow", "artifacts")
+
+    @property
+    def resolved_optuna_storage_uri(self) -> str:
+        if self.optuna_storage_uri:
+            return self.optuna_storage_uri
+        return f"sqlite:///{self.home_path / 'optuna' / 'optuna.db'}"
 
     @property
     def dagster_home(self) -> Path:

@@ -67,9 +67,9 @@ def _day_report(
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=["transaction_features", "registered_model"],
+    deps=["transaction_features", "champion_model"],
     backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=refresh_when_upstream_day_changes(ignore=("registered_model",)),
+    automation_condition=refresh_when_upstream_day_changes(ignore=("champion_model",)),
     group_name="monitor",
     kinds={"evidently", "html"},
     check_specs=[

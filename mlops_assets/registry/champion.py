@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 
@@ -19,6 +22,8 @@ class AliasedModel:
     version: str
     run_id: str
     threshold: float
+    family: str = "xgboost"
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def uri(self) -> str:
@@ -26,18 +31,14 @@ class AliasedModel:
         return f"models:/{self.name}/{self.version}"
 
 
-def resolve_alias(mlflow_tracking: MlflowTracking, name: str, alias: str) -> AliasedModel:
-    """The version ``name@alias``; a clear dg.Failure when there is none yet."""
+def find_alias(client: Any, name: str, alias: str) -> AliasedModel | None:
+    """The version ``name@alias``, or None when the alias (or the model) does not exist."""
     from mlflow.exceptions import MlflowException
 
-    client = mlflow_tracking.client()
     try:
         version = client.get_model_version_by_alias(name, alias)
-    except MlflowException as error:
-        raise dg.Failure(
-            description=f"No MLflow model version {name}@{alias} in {mlflow_tracking.tracking_uri}"
-            ": materialize registered_model first"
-        ) from error
+    except MlflowException:
+        return None
     threshold = version.tags.get("threshold")
     if threshold is None:
         threshold = client.get_run(version.run_id).data.metrics["threshold"]
@@ -47,11 +48,26 @@ def resolve_alias(mlflow_tracking: MlflowTracking, name: str, alias: str) -> Ali
         version=str(version.version),
         run_id=version.run_id,
         threshold=float(threshold),
+        family=version.tags.get("model_family", "xgboost"),
+        tags=dict(version.tags),
     )
 
 
-def load_xgboost(model: AliasedModel) -> Any:
-    """The XGBoost classifier of that version (native flavour, so scores match training)."""
-    import mlflow.xgboost
+def resolve_alias(mlflow_tracking: MlflowTracking, name: str, alias: str) -> AliasedModel:
+    """The version ``name@alias``; a clear dg.Failure when there is none yet."""
+    found = find_alias(mlflow_tracking.client(), name, alias)
+    if found is None:
+        raise dg.Failure(
+            description=f"No MLflow model version {name}@{alias} in {mlflow_tracking.tracking_uri}"
+            ": train and promote a model first (training_job, which ends in champion_model)"
+        )
+    return found
 
-    return mlflow.xgboost.load_model(model.uri)
+
+def load_scorer(model: AliasedModel) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A function from a feature frame to fraud probabilities, for that version's family."""
+    from mlops_assets.train.families import family
+
+    model_family = family(model.family)
+    loaded = model_family.load(model.uri)
+    return lambda frame: model_family.scores(loaded, frame)

@@ -8,7 +8,8 @@ import dagster as dg
 
 
 class PipelinePolicy(dg.ConfigurableResource):
-    """Pipeline-wide rules: contract and drift thresholds, the model's registry name and alias."""
+    """Pipeline-wide rules: contract and drift thresholds, the model's registry name and alias,
+    and the promotion gate."""
 
     paysim_epoch: str = "2026-01-01"
     max_reject_share: float = 0.05
@@ -17,7 +18,23 @@ class PipelinePolicy(dg.ConfigurableResource):
     model_name: str = "fraud_detector"
     model_alias: str = "champion"
     landing_settle_seconds: float = 10.0
+    gate_metric: str = "pr_auc"
+    gate_margin: float = 0.005
+    gate_min_pr_auc: float = 0.2
+    gate_min_roc_auc: float = 0.8
+    target_precision: float = 0.9
 
     @property
     def epoch(self) -> date:
         return date.fromisoformat(self.paysim_epoch)
+
+    def gate_rule(self):  # -> GateRule
+        """The promotion gate these settings describe."""
+        from mlops_assets.registry.gate import GateRule
+
+        return GateRule(
+            metric=self.gate_metric,
+            margin=self.gate_margin,
+            min_pr_auc=self.gate_min_pr_auc,
+            min_roc_auc=self.gate_min_roc_auc,
+        )

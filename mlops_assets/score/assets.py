@@ -8,24 +8,22 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
-from mlops_assets.features.definition import FEATURE_COLUMNS
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
-from mlops_assets.registry.champion import load_xgboost, resolve_alias
+from mlops_assets.registry.champion import load_scorer, resolve_alias
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.tables import SCORED_TRANSACTIONS, TRANSACTION_FEATURES
-from mlops_assets.train.model import fraud_scores, model_inputs
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=["transaction_features", "registered_model"],
+    deps=["transaction_features", "champion_model"],
     backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=refresh_when_upstream_day_changes(ignore=("registered_model",)),
+    automation_condition=refresh_when_upstream_day_changes(ignore=("champion_model",)),
     freshness_policy=DAILY_FRESHNESS,
     group_name="score",
-    kinds={"delta", "xgboost", "mlflow"},
+    kinds={"delta", "mlflow"},
 )
 def scored_transactions(
     context: dg.AssetExecutionContext,
@@ -47,8 +45,7 @@ def scored_transactions(
             description=f"transaction_features has no rows for {', '.join(missing)}: "
             "materialize it first"
         )
-    model = load_xgboost(champion)
-    scores = fraud_scores(model, model_inputs(features, FEATURE_COLUMNS))
+    scores = load_scorer(champion)(features)
     flagged = scores >= champion.threshold
     rows = len(features)
     table = pa.table(

@@ -1,209 +1,364 @@
-"""The ``fraud_model`` and ``registered_model`` assets."""
+"""The model factory's assets: ``training_set``, then per family ``<family>_tuning`` (an Optuna
+study) and ``<family>_candidate`` (a registered MLflow model version)."""
 
-import tempfile
-from datetime import date, timedelta
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
 
 import dagster as dg
-import pandas as pd
+import numpy as np
+from pydantic import Field
 
-from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN
-from mlops_assets.lineage import code_version
+from mlops_assets.features.definition import LABEL_COLUMN
+from mlops_assets.lineage import lineage_tags
+from mlops_assets.registry.versions import register_version
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.optuna_storage import OptunaStorage
 from mlops_assets.resources.policy import PipelinePolicy
-from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
-from mlops_assets.train.model import (
-    DEFAULT_PARAMS,
-    best_f1_threshold,
-    evaluate,
-    fit_xgboost,
-    fraud_scores,
-    model_inputs,
+from mlops_assets.train.dataset import (
+    TrainingSet,
+    TrainingSetSpec,
+    content_hash,
+    load_training_set,
+    select_training_set,
 )
-from mlops_assets.train.split import choose_window
-from mlops_assets.validate.contract import CONTRACT_VERSION, contract_hash
+from mlops_assets.train.families import FAMILIES, ModelFamily
+from mlops_assets.train.k8s import gpu_training_op_tags
+from mlops_assets.train.metrics import (
+    best_f1_threshold,
+    confusion,
+    evaluate,
+    evaluation_figures,
+)
+from mlops_assets.train.tuning import history_figures, run_study
+from mlops_assets.upstream import latest_metadata
 
-REFERENCE_ARTIFACT = "reference/features.parquet"
+TRAINING_SET = "training_set"
 REFERENCE_ROWS = 50_000
-FRAUD_MODEL = dg.AssetKey("fraud_model")
 
 
-class TrainingConfig(dg.Config):
+class TrainingSetConfig(dg.Config):
     """Which feature partitions to train on (set in the launchpad)."""
 
-    window_days: int = 7
-    holdout_days: int = 1
-    end_date: str | None = None
-    """Last day of the window (ISO date); default: the latest day with features."""
-
-
-def model_requirements() -> list[str]:
-    """Pinned runtime requirements of the logged model (skips MLflow's slow inference)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("xgboost", "scikit-learn", "pandas", "numpy")]
-
-
-def _days(frame: pd.DataFrame, days: list[date]) -> pd.DataFrame:
-    return frame[frame["txn_date"].isin(days)]
-
-
-@dg.asset(
-    deps=["transaction_features"],
-    group_name="train",
-    kinds={"xgboost", "mlflow", "python"},
-)
-def fraud_model(
-    context: dg.AssetExecutionContext,
-    config: TrainingConfig,
-    lake: DeltaLake,
-    mlflow_tracking: MlflowTracking,
-) -> dg.MaterializeResult:
-    """An XGBoost (`hist`) fraud classifier trained on a window of daily feature partitions,
-    judged on later held-out days (time-based split). The decision threshold maximises F1 on the
-    last fitting day; PR-AUC, ROC-AUC, precision and recall on the holdout, the model (with
-    signature and input example) and a reference sample for drift are logged to MLflow."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    end = date.fromisoformat(config.end_date) if config.end_date else None
-    validated_days = set(lake.days(VALIDATED_TRANSACTIONS))
-    # a day whose previous day was never delivered has truncated 24-hour history features
-    complete_days = [
-        d for d in lake.days(TRANSACTION_FEATURES) if d - timedelta(days=1) in validated_days
-    ]
-    try:
-        window = choose_window(complete_days, config.window_days, config.holdout_days, end)
-    except ValueError as error:
-        raise dg.Failure(description=str(error)) from error
-    features_version = lake.version(TRANSACTION_FEATURES)
-    frame = lake.read(
-        TRANSACTION_FEATURES, days=window.all_days, version=features_version
-    ).to_pandas()
-    frame["txn_date"] = pd.to_datetime(frame["txn_date"]).dt.date
-
-    fit_days = window.fit_days
-    train_days = fit_days[:-1] if len(fit_days) > 1 else fit_days
-    calibration_days = fit_days[-1:]
-    train = _days(frame, train_days)
-    calibration = _days(frame, calibration_days)
-    holdout = _days(frame, window.holdout_days)
-    context.log.info(
-        f"Training on {len(train)} rows ({train_days[0]}..{train_days[-1]}), threshold on "
-        f"{calibration_days[0]}, holdout {len(holdout)} rows ({window.holdout_days[0]}.."
-        f"{window.holdout_days[-1]})"
+    window_days: int = Field(7, description="Days in the window, holdout included.")
+    holdout_days: int = Field(1, description="Latest days of the window held out for judging.")
+    end_date: str | None = Field(
+        None, description="Last day of the window (ISO date); default: the latest feature day."
     )
 
-    columns = list(FEATURE_COLUMNS)
-    train_inputs = model_inputs(train, columns)
+
+class TuningConfig(dg.Config):
+    """How much tuning to do in this materialization (the study continues from earlier runs)."""
+
+    n_trials: int = Field(8, ge=1, description="Trials to run in this materialization.")
+    timeout_seconds: float = Field(
+        900.0, gt=0, description="Time budget: no new trial starts after this many seconds."
+    )
+    seed: int = Field(0, description="Sampler seed (offset by the trials already in the study).")
+
+
+@dg.asset(deps=["transaction_features"], group_name="train", kinds={"delta", "pandas"})
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: DeltaLake
+) -> dg.MaterializeResult:
+    """The window of daily feature partitions the model factory trains on, pinned to the Delta
+    version of `transaction_features` it was read at, with its row count and content hash.
+    Split by time: the fit days (the last of them tunes hyper-parameters and the decision
+    threshold) and the held-out days that judge every candidate and the champion alike."""
+    end = date.fromisoformat(config.end_date) if config.end_date else None
     try:
-        model = fit_xgboost(train_inputs, train[LABEL_COLUMN])
-        threshold = best_f1_threshold(
-            calibration[LABEL_COLUMN].to_numpy(),
-            fraud_scores(model, model_inputs(calibration, columns)),
-        )
-        holdout_scores = fraud_scores(model, model_inputs(holdout, columns))
-        metrics = evaluate(holdout[LABEL_COLUMN].to_numpy(), holdout_scores, threshold)
+        selected = select_training_set(lake, config.window_days, config.holdout_days, end)
     except ValueError as error:
         raise dg.Failure(description=str(error)) from error
-
-    lineage = {
-        "lineage.dagster_run_id": context.run.run_id,
-        "lineage.partition_range": f"{window.first_day}..{window.last_day}",
-        "lineage.fit_days": f"{fit_days[0]}..{fit_days[-1]}",
-        "lineage.holdout_days": f"{window.holdout_days[0]}..{window.holdout_days[-1]}",
-        "lineage.delta_version.transaction_features": str(features_version),
-        "lineage.delta_version.validated_transactions": str(lake.version(VALIDATED_TRANSACTIONS)),
-        "lineage.contract_version": CONTRACT_VERSION,
-        "lineage.contract_hash": contract_hash(),
-        "lineage.code_version": code_version(),
-        "lineage.device": "cpu",
+    spec = selected.spec
+    rates = {
+        name: float(part[LABEL_COLUMN].mean()) if len(part) else 0.0
+        for name, part in (
+            ("train", selected.train),
+            ("tuning", selected.tuning),
+            ("holdout", selected.holdout),
+        )
     }
-    with mlflow_tracking.start_run(context, run_name="fraud_model") as run:
-        mlflow.set_tags(lineage)
-        mlflow.log_params(
-            {
-                **DEFAULT_PARAMS,
-                "features": len(columns),
-                "train_rows": len(train),
-                "holdout_rows": len(holdout),
+    context.log.info(
+        f"Training set {spec.partition_range}: {spec.rows} rows at transaction_features "
+        f"v{spec.features_version}, hash {spec.content_hash[:12]}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "spec": dg.MetadataValue.json(spec.as_metadata()),
+            "dagster/row_count": spec.rows,
+            "partition_range": spec.partition_range,
+            "fit_days": f"{spec.fit_days[0]}..{spec.fit_days[-1]}",
+            "holdout_days": f"{spec.holdout_days[0]}..{spec.holdout_days[-1]}",
+            "transaction_features_delta_version": spec.features_version,
+            "content_hash": spec.content_hash,
+            "fraud_rate_by_split": dg.MetadataValue.json(rates),
+            "rows_by_split": dg.MetadataValue.json(
+                {
+                    "train": len(selected.train),
+                    "tuning": len(selected.tuning),
+                    "holdout": len(selected.holdout),
+                }
+            ),
+        }
+    )
+
+
+def pinned_training_set(
+    context: dg.AssetExecutionContext, lake: DeltaLake, verify: bool = False
+) -> TrainingSet:
+    """The latest ``training_set``, read again at its pinned Delta version."""
+    spec = TrainingSetSpec.from_metadata(latest_metadata(context, TRAINING_SET)["spec"])
+    loaded = load_training_set(lake, spec)
+    if verify and (
+        len(loaded.frame) != spec.rows or content_hash(loaded.frame) != spec.content_hash
+    ):
+        raise dg.Failure(
+            description=f"The training set {spec.partition_range} read at transaction_features "
+            f"v{spec.features_version} no longer matches its record ({len(loaded.frame)} rows vs "
+            f"{spec.rows}); materialize training_set again"
+        )
+    return loaded
+
+
+def _require_both_classes(frame_labels: np.ndarray, what: str) -> None:
+    if frame_labels.min() == frame_labels.max():
+        raise dg.Failure(
+            description=f"The {what} has a single class; it cannot measure a model. "
+            "Use a wider training window."
+        )
+
+
+@contextmanager
+def _recorded_trial(mlflow_tracking: MlflowTracking, trial) -> Iterator[None]:
+    """A nested MLflow run per Optuna trial, with the trial's parameters."""
+    import mlflow
+
+    with mlflow_tracking.start_trial_run(
+        run_name=f"trial-{trial.number}",
+        tags={"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)},
+    ):
+        try:
+            yield
+        finally:
+            if trial.params:
+                mlflow.log_params(trial.params)
+
+
+def build_tuning_asset(family: ModelFamily) -> dg.AssetsDefinition:
+    """``<family>_tuning``: continue the family's Optuna study; its best parameters."""
+
+    @dg.asset(
+        name=f"{family.name}_tuning",
+        deps=[TRAINING_SET],
+        group_name="train",
+        kinds=set(family.kinds),
+        op_tags=gpu_training_op_tags(),
+        description=f"The best {family.name} hyper-parameters so far: an Optuna study (persistent, "
+        "resumed by every materialization) maximising PR-AUC on the training set's tuning day; "
+        "unpromising trials are pruned; each trial is a nested MLflow run under this "
+        "materialization's run. Trials and time budget are launchpad config.",
+    )
+    def tuning_asset(
+        context: dg.AssetExecutionContext,
+        config: TuningConfig,
+        lake: DeltaLake,
+        mlflow_tracking: MlflowTracking,
+        optuna_storage: OptunaStorage,
+        policy: PipelinePolicy,
+    ) -> dg.MaterializeResult:
+        import mlflow
+        from sklearn.metrics import average_precision_score
+
+        data = pinned_training_set(context, lake)
+        train, tuning = data.train, data.tuning
+        _require_both_classes(tuning[LABEL_COLUMN].to_numpy(), "tuning day")
+        study = optuna_storage.open_study(
+            f"{policy.model_name}-{family.name}", seed=config.seed, warmup_steps=family.warmup_steps
+        )
+        device = family.device()
+
+        def objective(trial) -> float:
+            trial.set_user_attr("partition_range", data.spec.partition_range)
+            model = family.fit(train, family.suggest(trial), validation=tuning, trial=trial)
+            value = float(
+                average_precision_score(tuning[LABEL_COLUMN], family.scores(model, tuning))
+            )
+            mlflow.log_metric("tuning_pr_auc", value)
+            return value
+
+        with mlflow_tracking.start_run(context, run_name=f"{family.name}_tuning") as run:
+            mlflow.set_tags(
+                {
+                    "optuna.study": study.study_name,
+                    "optuna.storage": optuna_storage.display_url,
+                    "model_family": family.name,
+                    "lineage.partition_range": data.spec.partition_range,
+                    "lineage.device": device,
+                }
+            )
+            outcome = run_study(
+                study,
+                objective,
+                config.n_trials,
+                config.timeout_seconds,
+                record_trial=lambda trial: _recorded_trial(mlflow_tracking, trial),
+                log=context.log.info,
+            )
+            mlflow.log_params({f"best.{k}": v for k, v in outcome.best_params.items()})
+            mlflow.log_metrics(
+                {"best_tuning_pr_auc": outcome.best_value, "trials_total": outcome.trials_total}
+            )
+            for name, figure in history_figures(study):
+                mlflow.log_figure(figure, f"tuning/{name}")
+            run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        return dg.MaterializeResult(
+            metadata={
+                "best_params": dg.MetadataValue.json(outcome.best_params),
+                "best_tuning_pr_auc": outcome.best_value,
+                "best_trial": outcome.best_trial,
+                "study": study.study_name,
+                "optuna_storage": optuna_storage.display_url,
+                "trials_total": outcome.trials_total,
+                "trials_this_run": len(outcome.trials_this_run),
+                "pruned_this_run": outcome.pruned_this_run,
+                "param_importances": dg.MetadataValue.json(outcome.importances),
+                "optimization_history": dg.MetadataValue.json(
+                    [
+                        {
+                            "trial": t.number,
+                            "state": t.state,
+                            "value": t.value,
+                            "seconds": t.seconds,
+                        }
+                        for t in outcome.history
+                    ]
+                ),
+                "device": device,
+                "partition_range": data.spec.partition_range,
+                "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(experiment_id, run_id)),
+                "mlflow_run_id": run_id,
             }
         )
-        mlflow.log_metrics({**metrics.as_dict(), "baseline_pr_auc": metrics.fraud_rate})
-        example = train_inputs.head(5)
-        info = mlflow.xgboost.log_model(
-            model,
-            name="model",
-            pip_requirements=model_requirements(),
-            signature=infer_signature(example, fraud_scores(model, example)),
-            input_example=example,
-            model_type="fraud_classifier",
+
+    return tuning_asset
+
+
+def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
+    """``<family>_candidate``: train with the best parameters, judge, register a version."""
+
+    @dg.asset(
+        name=f"{family.name}_candidate",
+        deps=[TRAINING_SET, f"{family.name}_tuning"],
+        group_name="train",
+        kinds=set(family.kinds),
+        op_tags=gpu_training_op_tags(),
+        description=f"A {family.name} model trained with the study's best parameters on the "
+        "training set's fit days, its decision threshold tuned for F1 on the tuning day, judged "
+        "on the held-out days (PR-AUC, ROC-AUC, recall at the target precision, F1; PR curve "
+        "and confusion matrix in MLflow), and registered as a new MLflow model version that "
+        "carries the full lineage (Dagster run, partitions, Delta versions, contract, code, "
+        "Optuna trial, device).",
+    )
+    def candidate_asset(
+        context: dg.AssetExecutionContext,
+        lake: DeltaLake,
+        mlflow_tracking: MlflowTracking,
+        policy: PipelinePolicy,
+    ) -> dg.MaterializeResult:
+        import mlflow
+
+        data = pinned_training_set(context, lake, verify=True)
+        tuned = latest_metadata(context, f"{family.name}_tuning")
+        params = dict(tuned["best_params"])
+        tuning, holdout = data.tuning, data.holdout
+        try:
+            model = family.fit(data.train, params)
+            threshold = best_f1_threshold(
+                tuning[LABEL_COLUMN].to_numpy(), family.scores(model, tuning)
+            )
+            labels = holdout[LABEL_COLUMN].to_numpy()
+            scores = family.scores(model, holdout)
+            metrics = evaluate(labels, scores, threshold, policy.target_precision)
+        except ValueError as error:
+            raise dg.Failure(description=str(error)) from error
+        device = family.device()
+        with mlflow_tracking.start_run(context, run_name=f"{family.name}_candidate") as run:
+            tags = lineage_tags(
+                context,
+                mlflow_tracking,
+                data.spec,
+                family=family.name,
+                device=device,
+                study=str(tuned["study"]),
+                trial=int(tuned["best_trial"]),
+            )
+            mlflow.set_tags(tags)
+            mlflow.log_params(
+                {**params, "train_rows": len(data.train), "holdout_rows": len(holdout)}
+            )
+            mlflow.log_metrics({**metrics.as_dict(), "baseline_pr_auc": metrics.fraud_rate})
+            mlflow.log_dict(
+                confusion(labels, scores, threshold), "evaluation/confusion_matrix.json"
+            )
+            for name, figure in evaluation_figures(labels, scores, threshold, family.name).items():
+                mlflow.log_figure(figure, f"evaluation/{name}")
+            info = family.log_model(model, data.train.head(5))
+            reference = data.train.sample(n=min(REFERENCE_ROWS, len(data.train)), random_state=0)
+            _log_reference(reference)
+            run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        version = register_version(
+            mlflow_tracking.client(),
+            policy.model_name,
+            info.model_uri,
+            run_id,
+            tags={
+                **tags,
+                "model_family": family.name,
+                "threshold": repr(metrics.threshold),
+                "mlflow_run_id": run_id,
+                **{f"holdout.{k}": f"{v:.6f}" for k, v in metrics.as_dict().items()},
+            },
         )
-        reference = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=0)[
-            [*columns, "type", LABEL_COLUMN]
-        ]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "features.parquet"
-            reference.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path="reference")
-        run_id = run.info.run_id
-        experiment_id = run.info.experiment_id
+        context.log.info(
+            f"{family.name}: holdout PR-AUC {metrics.pr_auc:.4f} (baseline "
+            f"{metrics.fraud_rate:.4f}), recall@{metrics.target_precision:.0%} precision "
+            f"{metrics.recall_at_precision:.3f}; registered {policy.model_name} v{version}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **{k: float(v) for k, v in metrics.as_dict().items()},
+                "model_family": family.name,
+                "model_name": policy.model_name,
+                "model_version": int(version),
+                "model_uri": info.model_uri,
+                "device": device,
+                "best_params": dg.MetadataValue.json(params),
+                "lineage": dg.MetadataValue.json(tags),
+                "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(experiment_id, run_id)),
+                "mlflow_model_version": dg.MetadataValue.url(
+                    mlflow_tracking.model_version_url(policy.model_name, version)
+                ),
+                "mlflow_run_id": run_id,
+            }
+        )
 
-    context.log.info(
-        f"Holdout PR-AUC {metrics.pr_auc:.3f} (baseline {metrics.fraud_rate:.4f}), "
-        f"ROC-AUC {metrics.roc_auc:.3f}, precision {metrics.precision:.3f}, "
-        f"recall {metrics.recall:.3f} at threshold {metrics.threshold:.3f}"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            **{k: float(v) for k, v in metrics.as_dict().items()},
-            "pr_auc_lift_over_baseline": float(metrics.pr_auc / max(metrics.fraud_rate, 1e-12)),
-            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(experiment_id, run_id)),
-            "mlflow_run_id": run_id,
-            "model_uri": info.model_uri,
-            "training_window": f"{window.first_day}..{window.last_day}",
-            "lineage": dg.MetadataValue.json(lineage),
-        }
-    )
+    return candidate_asset
 
 
-@dg.asset(deps=[FRAUD_MODEL], group_name="train", kinds={"mlflow"})
-def registered_model(
-    context: dg.AssetExecutionContext,
-    mlflow_tracking: MlflowTracking,
-    policy: PipelinePolicy,
-) -> dg.MaterializeResult:
-    """The latest `fraud_model` registered in the MLflow model registry as a new version of
-    the policy's model name, carrying its lineage tags and decision threshold, and given the
-    alias that batch scoring loads (`champion` by default)."""
+def _log_reference(reference) -> None:
+    """A sample of the training features, the drift report's reference."""
+    import tempfile
+    from pathlib import Path
+
     import mlflow
 
-    event = context.instance.get_latest_materialization_event(FRAUD_MODEL)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(description="fraud_model has never been materialized; train it first")
-    upstream = event.asset_materialization.metadata
-    run_id = upstream["mlflow_run_id"].value
-    client = mlflow_tracking.client()
-    run = client.get_run(run_id)
-    tags = {k: v for k, v in run.data.tags.items() if k.startswith("lineage.")}
-    tags["threshold"] = str(run.data.metrics["threshold"])
-    tags["mlflow_run_id"] = run_id
-    version = mlflow.register_model(upstream["model_uri"].value, policy.model_name, tags=tags)
-    client.set_registered_model_alias(policy.model_name, policy.model_alias, version.version)
-    context.log.info(
-        f"Registered {policy.model_name} version {version.version} as @{policy.model_alias}"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "model_name": policy.model_name,
-            "model_version": int(version.version),
-            "alias": policy.model_alias,
-            "mlflow_model_version": dg.MetadataValue.url(
-                mlflow_tracking.model_version_url(policy.model_name, version.version)
-            ),
-            "mlflow_run_id": run_id,
-            "pr_auc": float(run.data.metrics["pr_auc"]),
-            "threshold": float(run.data.metrics["threshold"]),
-        }
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "features.parquet"
+        reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="reference")
+
+
+TUNING_ASSETS = [build_tuning_asset(f) for f in FAMILIES.values()]
+CANDIDATE_ASSETS = [build_candidate_asset(f) for f in FAMILIES.values()]

@@ -1,0 +1,142 @@
+"""The model families the factory tunes and trains, behind one small interface.
+
+A family knows its search space, how to fit on a training frame (reporting to an Optuna trial
+for pruning), how to score a frame, and how to log and load itself with MLflow. The tuning and
+candidate assets are built once for every family (``train/assets.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN
+
+
+class ModelFamily(Protocol):
+    """One kind of model: XGBoost trees or the Keras MLP."""
+
+    name: str
+    #: shown as Dagster kinds on the family's assets
+    kinds: frozenset[str]
+    #: pruning waits this many reported steps (boosting rounds, epochs) before it may stop a trial
+    warmup_steps: int
+
+    def device(self) -> str: ...
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]: ...
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        params: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        trial: optuna.Trial | None = None,
+    ) -> Any: ...
+
+    def scores(self, model: Any, frame: pd.DataFrame) -> np.ndarray: ...
+
+    def log_model(self, model: Any, example: pd.DataFrame) -> Any: ...
+
+    def load(self, model_uri: str) -> Any: ...
+
+
+def pinned_requirements(*names: str) -> list[str]:
+    """Exact runtime requirements of a logged model (skips MLflow's slow inference)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in names]
+
+
+@dataclass(frozen=True)
+class XGBoostFamily:
+    """Gradient-boosted trees (``hist``) on the numeric features; CUDA when a GPU is present."""
+
+    name: str = "xgboost"
+    kinds: frozenset[str] = frozenset({"xgboost", "optuna", "mlflow"})
+    warmup_steps: int = 20
+    threads: int | None = None
+
+    def device(self) -> str:
+        from mlops_assets.train.device import xgboost_device
+
+        return xgboost_device()
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
+            "max_depth": trial.suggest_int("max_depth", 3, 9),
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.6, 1.0),
+            "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 10.0, log=True),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        }
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        params: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        trial: optuna.Trial | None = None,
+    ) -> Any:
+        from mlops_assets.train.model import fit_xgboost, model_inputs
+
+        callbacks = []
+        if trial is not None:
+            from optuna_integration import XGBoostPruningCallback
+
+            callbacks.append(XGBoostPruningCallback(trial, "validation_0-aucpr"))
+        evaluation = None
+        if validation is not None:
+            evaluation = (model_inputs(validation, FEATURE_COLUMNS), validation[LABEL_COLUMN])
+        return fit_xgboost(
+            model_inputs(train, FEATURE_COLUMNS),
+            train[LABEL_COLUMN],
+            params,
+            threads=self.threads,
+            device=self.device(),
+            validation=evaluation,
+            callbacks=callbacks,
+        )
+
+    def scores(self, model: Any, frame: pd.DataFrame) -> np.ndarray:
+        from mlops_assets.train.model import fraud_scores, model_inputs
+
+        return fraud_scores(model, model_inputs(frame, FEATURE_COLUMNS))
+
+    def log_model(self, model: Any, example: pd.DataFrame) -> Any:
+        import mlflow.xgboost
+        from mlflow.models import infer_signature
+
+        from mlops_assets.train.model import model_inputs
+
+        inputs = model_inputs(example, FEATURE_COLUMNS)
+        return mlflow.xgboost.log_model(
+            model,
+            name="model",
+            pip_requirements=pinned_requirements("xgboost", "scikit-learn", "pandas", "numpy"),
+            signature=infer_signature(inputs, self.scores(model, example)),
+            input_example=inputs,
+            model_type="fraud_classifier",
+        )
+
+    def load(self, model_uri: str) -> Any:
+        import mlflow.xgboost
+
+        return mlflow.xgboost.load_model(model_uri)
+
+
+FAMILIES: dict[str, ModelFamily] = {"xgboost": XGBoostFamily()}
+
+
+def family(name: str) -> ModelFamily:
+    """The family of that name (as recorded in a model version's ``model_family`` tag)."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"Unknown model family {name!r}; known: {sorted(FAMILIES)}") from None
