@@ -33,6 +33,8 @@ def _demo(args: argparse.Namespace) -> int:
             bad_row_share=args.bad_row_share,
             seed=args.seed,
             fmt=args.format,
+            xgboost_trials=args.xgboost_trials,
+            mlp_trials=args.mlp_trials,
         )
     except DemoFailed as error:
         print(f"\nDemo failed: {error}", file=sys.stderr)
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    demo.add_argument("--xgboost-trials", type=int, default=6, help="Optuna trials (default 6)")
+    demo.add_argument("--mlp-trials", type=int, default=2, help="Optuna trials (default 2)")
     demo.set_defaults(handler=_demo)
 
     ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance")

@@ -96,6 +96,8 @@ def run_demo(
     seed: int = 42,
     fmt: str = "csv",
     say: Callable[[str], None] = print,
+    xgboost_trials: int = 6,
+    mlp_trials: int = 2,
 ) -> dict[str, Any]:
     """Generate the demo data and materialize every asset for it, printing progress."""
     import dagster as dg
@@ -158,17 +160,19 @@ def run_demo(
     say(f"Training on the {plan.window_days} days up to {plan.training_end} (last day held out)")
     training_config = {
         "ops": {
-            "fraud_model": {
+            "training_set": {
                 "config": {
                     "window_days": plan.window_days,
                     "holdout_days": 1,
                     "end_date": plan.training_end.isoformat(),
                 }
-            }
+            },
+            "xgboost_tuning": {"config": {"n_trials": xgboost_trials}},
+            "mlp_tuning": {"config": {"n_trials": mlp_trials}},
         },
         **QUIET_LOGS,
     }
-    trained = run("training_job", "train + register", run_config=training_config)
+    trained = run("training_job", "tune, train, gate, promote", run_config=training_config)
 
     say("Scoring every day with the champion and reporting drift")
     drift: dict[str, Any] = {}
@@ -190,14 +194,24 @@ def _describe(assets: dict[str, dict[str, Any]]) -> str:
         parts.append(f"{valid['raw_rows']:,} rows, {valid['reject_share']:.1%} quarantined")
     if "transaction_features" in assets:
         parts.append(f"features v{assets['transaction_features']['delta_version']}")
-    if "fraud_model" in assets:
-        model = assets["fraud_model"]
-        parts.append(
-            f"holdout PR-AUC {model['pr_auc']:.3f} (baseline "
-            f"{model['holdout_fraud_rate']:.4f}), ROC-AUC {model['roc_auc']:.3f}"
-        )
-    if "registered_model" in assets:
-        parts.append(f"version {assets['registered_model']['model_version']}")
+    for family in ("xgboost", "mlp"):
+        if f"{family}_tuning" in assets:
+            tuning = assets[f"{family}_tuning"]
+            parts.append(
+                f"{family}: {tuning['trials_this_run']} trials ({tuning['pruned_this_run']} "
+                f"pruned)"
+            )
+        if f"{family}_candidate" in assets:
+            model = assets[f"{family}_candidate"]
+            parts.append(
+                f"v{model['model_version']} holdout PR-AUC {model['pr_auc']:.3f} "
+                f"(baseline {model['holdout_fraud_rate']:.4f})"
+            )
+    if "challenger_model" in assets:
+        gate = assets["challenger_model"]
+        parts.append(f"gate {gate['gate_decision']} for v{gate['model_version']}")
+    if "champion_model" in assets:
+        parts.append(f"champion v{assets['champion_model']['model_version']}")
     if "scored_transactions" in assets:
         parts.append(f"{assets['scored_transactions']['flagged_rows']} flagged")
     if "drift_report" in assets:
@@ -220,8 +234,9 @@ def _command_path() -> str:
 
 def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
     """The closing summary: what was built and the commands that open it."""
-    model = outcome["trained"]["fraud_model"]
-    registered = outcome["trained"]["registered_model"]
+    champion = outcome["trained"]["champion_model"]
+    family = champion["model_family"]
+    model = outcome["trained"][f"{family}_candidate"]
     latest_day = max(outcome["drift"])
     report = outcome["drift"][latest_day]["report"]
     drifted = [d for d, r in sorted(outcome["drift"].items()) if r["dataset_drift"]]
@@ -231,10 +246,11 @@ def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
             "",
             "Done. What was built:",
             f"  Delta lake:       {settings.resolved_lake_uri}  (bronze/silver/gold tables)",
-            f"  Model:            {registered['model_name']} v{registered['model_version']} "
-            f"@{registered['alias']}; holdout PR-AUC {model['pr_auc']:.3f}, ROC-AUC "
+            f"  Champion:         {champion['model_name']} v{champion['model_version']} "
+            f"({family}); holdout PR-AUC {model['pr_auc']:.3f}, ROC-AUC "
             f"{model['roc_auc']:.3f}, precision {model['precision']:.3f}, "
-            f"recall {model['recall']:.3f}",
+            f"recall {model['recall']:.3f}, recall at {model['target_precision']:.0%} precision "
+            f"{model['recall_at_precision']:.3f}",
             f"  Drift flagged on: {', '.join(drifted) or 'no day'}",
             f"  Latest drift report ({latest_day}): {report}",
             "",

@@ -30,6 +30,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             experiment_name=settings.mlflow_experiment,
             artifact_root=settings.resolved_mlflow_artifact_uri,
             ui_url=settings.mlflow_ui_url,
+            dagster_ui_url=settings.dagster_ui_url,
         ),
         "feature_engine": build_feature_engine(settings),
         "policy": PipelinePolicy(

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     mlflow_ui_url: str = Field(
         "http://127.0.0.1:5000", description="Base URL of the MLflow UI, for links in Dagster."
     )
+    dagster_ui_url: str = Field(
+        "http://127.0.0.1:3000", description="Base URL of the Dagster UI, for links from MLflow."
+    )
     model_name: str = Field("fraud_detector", description="Registered model name in MLflow.")
     model_alias: str = Field("champion", description="Alias that batch scoring loads.")
     optuna_storage_uri: str | None = Field(

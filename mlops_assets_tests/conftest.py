@@ -10,6 +10,8 @@ import pytest
 from mlops_assets.environment import build_resources
 from mlops_assets.settings import Settings
 
+pytest_plugins = ["mlops_assets_tests.mlflow_server"]
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:

@@ -16,7 +16,15 @@ INGEST = [
     "quarantined_transactions",
     "transaction_features",
 ]
-TRAIN = ["fraud_model", "registered_model"]
+TRAIN = [
+    "training_set",
+    "xgboost_tuning",
+    "mlp_tuning",
+    "xgboost_candidate",
+    "mlp_candidate",
+    "challenger_model",
+    "champion_model",
+]
 SCORE = ["scored_transactions", "drift_report"]
 
 
@@ -40,16 +48,21 @@ def materialize(
     )
 
 
-def training_config(window_days: int, end: date, holdout_days: int = 1) -> dict[str, Any]:
+def training_config(
+    window_days: int, end: date, holdout_days: int = 1, trials: int = 2, mlp_trials: int = 1
+) -> dict[str, Any]:
+    """Run config of the model factory for tests: a window and a few quick trials."""
     return {
         "ops": {
-            "fraud_model": {
+            "training_set": {
                 "config": {
                     "window_days": window_days,
                     "holdout_days": holdout_days,
                     "end_date": end.isoformat(),
                 }
-            }
+            },
+            "xgboost_tuning": {"config": {"n_trials": trials}},
+            "mlp_tuning": {"config": {"n_trials": mlp_trials}},
         }
     }
 

@@ -1,8 +1,6 @@
 """The model factory's assets: ``training_set``, then per family ``<family>_tuning`` (an Optuna
 study) and ``<family>_candidate`` (a registered MLflow model version)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
@@ -130,22 +128,6 @@ def _require_both_classes(frame_labels: np.ndarray, what: str) -> None:
         )
 
 
-@contextmanager
-def _recorded_trial(mlflow_tracking: MlflowTracking, trial) -> Iterator[None]:
-    """A nested MLflow run per Optuna trial, with the trial's parameters."""
-    import mlflow
-
-    with mlflow_tracking.start_trial_run(
-        run_name=f"trial-{trial.number}",
-        tags={"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)},
-    ):
-        try:
-            yield
-        finally:
-            if trial.params:
-                mlflow.log_params(trial.params)
-
-
 def build_tuning_asset(family: ModelFamily) -> dg.AssetsDefinition:
     """``<family>_tuning``: continue the family's Optuna study; its best parameters."""
 
@@ -203,7 +185,7 @@ def build_tuning_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 objective,
                 config.n_trials,
                 config.timeout_seconds,
-                record_trial=lambda trial: _recorded_trial(mlflow_tracking, trial),
+                record_trial=lambda trial: mlflow_tracking.start_trial_run(trial=trial),
                 log=context.log.info,
             )
             mlflow.log_params({f"best.{k}": v for k, v in outcome.best_params.items()})

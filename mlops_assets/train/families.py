@@ -62,9 +62,9 @@ class XGBoostFamily:
     threads: int | None = None
 
     def device(self) -> str:
-        from mlops_assets.train.device import xgboost_device
+        from mlops_assets.train.device import xgboost_training_device
 
-        return xgboost_device()
+        return xgboost_training_device().tag()
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return {
@@ -94,12 +94,14 @@ class XGBoostFamily:
         evaluation = None
         if validation is not None:
             evaluation = (model_inputs(validation, FEATURE_COLUMNS), validation[LABEL_COLUMN])
+        from mlops_assets.train.device import xgboost_device
+
         return fit_xgboost(
             model_inputs(train, FEATURE_COLUMNS),
             train[LABEL_COLUMN],
             params,
             threads=self.threads,
-            device=self.device(),
+            device=xgboost_device(),
             validation=evaluation,
             callbacks=callbacks,
         )
@@ -131,7 +133,82 @@ class XGBoostFamily:
         return mlflow.xgboost.load_model(model_uri)
 
 
-FAMILIES: dict[str, ModelFamily] = {"xgboost": XGBoostFamily()}
+@dataclass(frozen=True)
+class MlpFamily:
+    """A Keras MLP whose normalisation and type encoding are layers of the saved model;
+    TensorFlow places it on a GPU when one is present. Trains with a fixed seed."""
+
+    name: str = "mlp"
+    kinds: frozenset[str] = frozenset({"tensorflow", "keras", "optuna", "mlflow"})
+    warmup_steps: int = 2
+    epochs: int = 8
+    seed: int = 7
+
+    def device(self) -> str:
+        from mlops_assets.train.device import tensorflow_training_device
+
+        return tensorflow_training_device().tag()
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "hidden_units": trial.suggest_categorical("hidden_units", ["32-16", "64-32", "128-64"]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+            "learning_rate": trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [512, 1024, 2048]),
+        }
+
+    def _params(self, params: dict[str, Any]) -> Any:
+        from mlops_assets.train.mlp import MlpParams
+
+        units = str(params.get("hidden_units", "64-32"))
+        return MlpParams(
+            hidden_units=tuple(int(u) for u in units.split("-")),
+            dropout=float(params.get("dropout", 0.1)),
+            learning_rate=float(params.get("learning_rate", 1e-3)),
+            batch_size=int(params.get("batch_size", 1024)),
+            epochs=int(params.get("epochs", self.epochs)),
+            seed=self.seed,
+        )
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        params: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        trial: optuna.Trial | None = None,
+    ) -> Any:
+        from mlops_assets.train.mlp import VALIDATION_METRIC, fit_mlp
+
+        callbacks = []
+        if trial is not None:
+            from optuna_integration import KerasPruningCallback
+
+            callbacks.append(KerasPruningCallback(trial, VALIDATION_METRIC))
+        return fit_mlp(
+            train,
+            train[LABEL_COLUMN],
+            self._params(params),
+            validation=None if validation is None else (validation, validation[LABEL_COLUMN]),
+            callbacks=callbacks,
+        )
+
+    def scores(self, model: Any, frame: pd.DataFrame) -> np.ndarray:
+        from mlops_assets.train.mlp import mlp_scores
+
+        return mlp_scores(model, frame)
+
+    def log_model(self, model: Any, example: pd.DataFrame) -> Any:
+        from mlops_assets.train.mlp import log_mlp
+
+        return log_mlp(model, name="model", input_example=example, model_type="fraud_classifier")
+
+    def load(self, model_uri: str) -> Any:
+        from mlops_assets.train.mlp import load_mlp
+
+        return load_mlp(model_uri)
+
+
+FAMILIES: dict[str, ModelFamily] = {"xgboost": XGBoostFamily(), "mlp": MlpFamily()}
 
 
 def family(name: str) -> ModelFamily:

@@ -128,7 +128,9 @@ def run_study(
     """Run up to ``n_trials`` more trials within ``timeout_seconds``; report each one."""
     if n_trials < 1:
         raise ValueError(f"n_trials must be at least 1 (got {n_trials})")
-    before = {t.number for t in study.trials}
+    # enqueued trials exist already (WAITING) but run now
+    waiting = optuna.trial.TrialState.WAITING
+    before = {t.number for t in study.trials if t.state != waiting}
 
     def recorded(trial: optuna.Trial) -> float:
         with record_trial(trial):
