@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,11 +21,25 @@ EXPECTED_ASSETS = {
     "validated_transactions",
     "quarantined_transactions",
     "transaction_features",
-    "fraud_model",
-    "registered_model",
+    "training_set",
+    "xgboost_tuning",
+    "mlp_tuning",
+    "xgboost_candidate",
+    "mlp_candidate",
+    "challenger_model",
+    "champion_model",
     "scored_transactions",
     "drift_report",
 }
+MODEL_ASSETS = (
+    "training_set",
+    "xgboost_tuning",
+    "mlp_tuning",
+    "xgboost_candidate",
+    "mlp_candidate",
+    "challenger_model",
+    "champion_model",
+)
 
 
 def specs() -> list[dg.AssetSpec]:
@@ -53,8 +68,28 @@ def test_data_assets_are_daily_partitioned_and_models_are_not() -> None:
         "drift_report",
     ):
         assert isinstance(by_key[key].partitions_def, dg.DailyPartitionsDefinition), key
-    assert by_key["fraud_model"].partitions_def is None
-    assert by_key["registered_model"].partitions_def is None
+    for key in MODEL_ASSETS:
+        assert by_key[key].partitions_def is None, key
+
+
+def test_training_steps_request_a_gpu_node_and_the_gate_blocks() -> None:
+    by_key = {s.key.to_user_string(): s for s in specs()}
+    graph = defs.resolve_asset_graph()
+    for key in ("xgboost_tuning", "mlp_tuning", "xgboost_candidate", "mlp_candidate"):
+        node = graph.get(dg.AssetKey(key))
+        k8s = node.assets_def.op.tags["dagster-k8s/config"]
+        k8s = json.loads(k8s) if isinstance(k8s, str) else k8s  # tags are stored as JSON text
+        container = k8s["container_config"]["resources"]
+        assert container["limits"]["nvidia.com/gpu"] == "1", key
+        assert k8s["pod_spec_config"]["node_selector"], key
+        assert k8s["pod_spec_config"]["tolerations"][0]["key"] == "nvidia.com/gpu", key
+    gate = next(
+        spec
+        for spec in graph.get(dg.AssetKey("challenger_model")).assets_def.check_specs
+        if spec.name == "beats_champion"
+    )
+    assert gate.blocking
+    assert by_key["scored_transactions"].deps[1].asset_key == dg.AssetKey("champion_model")
 
 
 def test_contract_and_drift_checks_exist() -> None:
