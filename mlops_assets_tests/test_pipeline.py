@@ -149,7 +149,7 @@ def test_asset_metadata_tells_the_story(pipeline: Pipeline) -> None:
 
 
 def test_model_clearly_beats_the_baseline_and_is_tracked(pipeline: Pipeline) -> None:
-    model = metadata(pipeline.train, "fraud_model")
+    model = metadata(pipeline.train, "xgboost_candidate")
     assert model["pr_auc"] > 5 * model["holdout_fraud_rate"]
     assert model["roc_auc"] > 0.85
     assert model["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
@@ -157,30 +157,31 @@ def test_model_clearly_beats_the_baseline_and_is_tracked(pipeline: Pipeline) -> 
     run = client.get_run(model["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["pr_auc"] == pytest.approx(model["pr_auc"])
-    for name in ("roc_auc", "precision", "recall", "threshold"):
+    for name in ("roc_auc", "precision", "recall", "threshold", "recall_at_precision"):
         assert name in run.data.metrics
-    assert run.data.params["tree_method"] == "hist"
     assert run.data.tags["lineage.partition_range"] == f"{DAYS[1]}..{DAYS[4]}"
     assert run.data.tags["dagster.run_id"] == pipeline.train.run_id
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert logged and logged[0].source_run_id == run.info.run_id
+    assert run.info.run_id in {m.source_run_id for m in logged}
 
 
-def test_registered_version_has_the_alias_and_lineage(pipeline: Pipeline) -> None:
-    registered = metadata(pipeline.train, "registered_model")
+def test_the_champion_has_the_alias_and_lineage(pipeline: Pipeline) -> None:
+    champion = metadata(pipeline.train, "champion_model")
     client = MlflowClient(tracking_uri=pipeline.settings.resolved_mlflow_tracking_uri)
     version = client.get_model_version_by_alias("fraud_detector", "champion")
-    assert int(version.version) == registered["model_version"]
+    assert int(version.version) == champion["model_version"]
     assert version.tags["lineage.delta_version.transaction_features"].isdigit()
-    assert float(version.tags["threshold"]) == pytest.approx(registered["threshold"])
+    assert float(version.tags["threshold"]) == pytest.approx(champion["threshold"])
+    assert version.tags["gate.decision"] == "passed"
     from mlflow.pyfunc import load_model
 
     signature = load_model(f"models:/fraud_detector/{version.version}").metadata.signature
-    assert len(signature.inputs.input_names()) == 24
+    # XGBoost takes the 24 numeric features; the MLP also takes the raw `type`
+    assert len(signature.inputs.input_names()) in (24, 25)
 
 
 def test_every_score_row_carries_the_model_version(pipeline: Pipeline) -> None:
-    registered = metadata(pipeline.train, "registered_model")
+    registered = metadata(pipeline.train, "champion_model")
     scores = pipeline.table(SCORED_TRANSACTIONS)
     features = pipeline.table(TRANSACTION_FEATURES)
     assert scores.height == features.height
