@@ -25,6 +25,7 @@ from mlops_assets.train.families import FAMILIES, ModelFamily
 from mlops_assets.train.k8s import gpu_training_op_tags
 from mlops_assets.train.metrics import (
     best_f1_threshold,
+    close_figure,
     confusion,
     evaluate,
     evaluation_figures,
@@ -194,6 +195,7 @@ def build_tuning_asset(family: ModelFamily) -> dg.AssetsDefinition:
             )
             for name, figure in history_figures(study):
                 mlflow.log_figure(figure, f"tuning/{name}")
+                close_figure(figure)
             run_id, experiment_id = run.info.run_id, run.info.experiment_id
         return dg.MaterializeResult(
             metadata={
@@ -286,6 +288,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             )
             for name, figure in evaluation_figures(labels, scores, threshold, family.name).items():
                 mlflow.log_figure(figure, f"evaluation/{name}")
+                close_figure(figure)
             info = family.log_model(model, data.train.head(5))
             reference = data.train.sample(n=min(REFERENCE_ROWS, len(data.train)), random_state=0)
             _log_reference(reference)

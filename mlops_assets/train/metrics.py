@@ -127,3 +127,10 @@ def evaluation_figures(
     )
     cm_axes.set_title(f"threshold {threshold:.3f}")
     return {"pr_curve.png": pr_figure, "confusion_matrix.png": cm_figure}
+
+
+def close_figure(figure: Any) -> None:
+    """Release a figure once it is logged (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
