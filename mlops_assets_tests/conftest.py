@@ -10,7 +10,7 @@ import pytest
 from mlops_assets.environment import build_resources
 from mlops_assets.settings import Settings
 
-pytest_plugins = ["mlops_assets_tests.mlflow_server"]
+pytest_plugins = ["mlops_assets_tests.mlflow_server", "mlops_assets_tests.postgres"]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ parameters are those of the best trial so far, whichever run found it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -59,7 +60,10 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # SQLite: wait for a concurrent writer instead of failing at once
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # a trial whose process died (e.g. an evicted pod) is marked failed after the grace period
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
 
 
 def redacted(url: str) -> str:
