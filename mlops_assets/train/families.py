@@ -88,9 +88,9 @@ class XGBoostFamily:
 
         callbacks = []
         if trial is not None:
-            from optuna_integration import XGBoostPruningCallback
+            from mlops_assets.train.pruning import ThrottledXGBoostPruning
 
-            callbacks.append(XGBoostPruningCallback(trial, "validation_0-aucpr"))
+            callbacks.append(ThrottledXGBoostPruning(trial, "validation_0-aucpr", every=10))
         evaluation = None
         if validation is not None:
             evaluation = (model_inputs(validation, FEATURE_COLUMNS), validation[LABEL_COLUMN])
