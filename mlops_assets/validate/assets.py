@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
-import polars as pl
 import pyarrow as pa
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
@@ -80,7 +79,7 @@ def validated_transactions(
     blocked: list = []
     schemas: dict[str, pa.Schema] = {}
     for day in days:
-        raw = pl.from_arrow(lake.read(RAW_TRANSACTIONS, days=[day]))
+        raw = lake.read_frame(RAW_TRANSACTIONS, days=[day])
         if raw.height == 0:
             raise dg.Failure(
                 description=f"raw_transactions has no rows for {day}: materialize it first"
