@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+import polars as pl
 
 from mlops_assets.automation import DAILY_FRESHNESS
 from mlops_assets.ingest.delivery import DeliveryError, load_day
@@ -66,7 +67,7 @@ def raw_transactions(
                 f"{unassignable} row(s) of undated PaySim logs have no valid step and belong "
                 "to no day"
             )
-        table = rows.to_arrow()
+        table = rows.to_arrow(compat_level=pl.CompatLevel.newest())  # no copy of the text
         write = lake.overwrite_day(RAW_TRANSACTIONS, table, day)
         writes.append((write, table.schema))
         digests.update(sources)

@@ -45,7 +45,16 @@ class PartitionWrite:
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
     """Arrow schema as a Dagster table schema (shown in the asset's Columns tab)."""
-    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=f.name, type=_type_name(f.type)) for f in schema]
+    )
+
+
+def _type_name(arrow_type: pa.DataType) -> str:
+    """How a column's type reads in the UI (Delta stores every text layout as ``string``)."""
+    if arrow_type in (pa.string_view(), pa.large_string()):
+        return "string"
+    return str(arrow_type)
 
 
 class DeltaLake(dg.ConfigurableResource):

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+import polars as pl
 import pyarrow as pa
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
@@ -18,6 +19,8 @@ from mlops_assets.tables import (
 from mlops_assets.validate.contract import CONTRACT_VERSION, contract_hash, describe_contract
 from mlops_assets.validate.rules import ContractOutcome, apply_contract
 
+#: polars' own string layout, handed to the Delta writer without a copy
+ZERO_COPY = pl.CompatLevel.newest()
 VALIDATED = dg.AssetKey("validated_transactions")
 QUARANTINED = dg.AssetKey("quarantined_transactions")
 
@@ -85,14 +88,14 @@ def validated_transactions(
                 description=f"raw_transactions has no rows for {day}: materialize it first"
             )
         outcome = apply_contract(raw.drop("txn_date"), day, policy.epoch)
-        quarantined_table = outcome.quarantined.to_arrow()
+        quarantined_table = outcome.quarantined.to_arrow(compat_level=ZERO_COPY)
         schemas["quarantined"] = quarantined_table.schema
         if outcome.reject_share > policy.max_reject_share:
             # blocked: the rejects are in quarantine, the day's silver rows are held back
             blocked.append(day)
             quarantine_write = lake.overwrite_day(QUARANTINED_TRANSACTIONS, quarantined_table, day)
         else:
-            valid_table = outcome.valid.to_arrow()
+            valid_table = outcome.valid.to_arrow(compat_level=ZERO_COPY)
             schemas["valid"] = valid_table.schema
             # the two tables are written side by side (delta-rs releases the GIL)
             with ThreadPoolExecutor(max_workers=2) as pool:
