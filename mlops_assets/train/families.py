@@ -198,8 +198,11 @@ class MlpFamily:
         return mlp_scores(model, frame)
 
     def log_model(self, model: Any, example: pd.DataFrame) -> Any:
+        import keras
+
         from mlops_assets.train.mlp import log_mlp
 
+        keras.config.disable_interactive_logging()  # MLflow's example prediction: no progress bar
         return log_mlp(model, name="model", input_example=example, model_type="fraud_classifier")
 
     def load(self, model_uri: str) -> Any:

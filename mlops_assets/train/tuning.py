@@ -82,6 +82,8 @@ def open_study(name: str, storage_url: str, seed: int = 0, warmup_steps: int = 5
     The sampler's seed is offset by the trials already run, so a resumed study draws new
     candidates instead of repeating its first ones.
     """
+    # progress goes through run_study's log (the Dagster step log), not Optuna's own stderr
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage_for(storage_url)
     try:
         existing = len(optuna.load_study(study_name=name, storage=storage).trials)
