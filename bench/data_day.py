@@ -247,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"the run took {total:.2f}s wall (stages {raw_s + valid_s + feat_s:.2f}s + Dagster)")
     targets = {
-        "day within 2x of its floors": total <= 2 * floor_total,
         "validation within 3x of its floor": contract_s <= 3 * check_floor,
         "Delta writes within 2x of Parquet": delta_raw_s <= 2 * raw_floor,
         "peak memory under 4 GiB": peak < 4.0,
     }
+    if args.engine == "duckdb":  # the day's target is the default engine's
+        targets["day within 2x of its floors"] = total <= 2 * floor_total
     if args.engine == "spark":
         engine_s = min(e for e, _ in spark_pairs)
         bare_s = min(b for _, b in spark_pairs)
