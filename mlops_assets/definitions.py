@@ -7,8 +7,11 @@ import dagster as dg
 from mlops_assets.environment import build_resources
 from mlops_assets.features.assets import transaction_features
 from mlops_assets.ingest.assets import raw_transactions
+from mlops_assets.ingest.label_assets import build_label_sensor, transaction_labels
 from mlops_assets.ingest.sensors import build_landing_sensor
 from mlops_assets.monitor.assets import drift_report
+from mlops_assets.monitor.performance_assets import model_performance
+from mlops_assets.monitor.retrain_sensor import build_retrain_sensor
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.registry.assets import challenger_model, champion_model
 from mlops_assets.score.assets import scored_transactions
@@ -27,6 +30,8 @@ ALL_ASSETS = [
     champion_model,
     scored_transactions,
     drift_report,
+    transaction_labels,
+    model_performance,
 ]
 
 ingest_job = dg.define_asset_job(
@@ -92,7 +97,12 @@ def build_definitions() -> dg.Definitions:
         assets=ALL_ASSETS,
         jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job],
         schedules=[daily_pipeline_schedule],
-        sensors=[build_landing_sensor(settings.automation_enabled), refresh_downstream_days],
+        sensors=[
+            build_landing_sensor(settings.automation_enabled),
+            build_label_sensor(settings.automation_enabled),
+            build_retrain_sensor(settings.automation_enabled),
+            refresh_downstream_days,
+        ],
         resources=build_resources(settings),
     )
 

@@ -22,6 +22,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     """Resources keyed by the names the assets ask for."""
     return {
         "landing": LandingZone(uri=settings.resolved_landing_uri),
+        "label_landing": LandingZone(uri=settings.resolved_labels_uri),
         "lake": DeltaLake(
             root_uri=settings.resolved_lake_uri, compression=settings.lake_compression
         ),
@@ -38,6 +39,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             max_reject_share=settings.max_reject_share,
             drift_share_threshold=settings.drift_share_threshold,
             drift_max_rows=settings.drift_max_rows,
+            drift_share_error=settings.drift_share_error,
+            performance_warn_drop=settings.performance_warn_drop,
+            performance_error_drop=settings.performance_error_drop,
+            retrain_drift_days=settings.retrain_drift_days,
             model_name=settings.model_name,
             model_alias=settings.model_alias,
             landing_settle_seconds=settings.landing_settle_seconds,

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     environment: str = Field("local", description="Which resource set to build: 'local'.")
     landing_uri: str | None = Field(None, description="Landing zone; default <home>/landing.")
     lake_uri: str | None = Field(None, description="Root of the Delta lake; default <home>/lake.")
+    labels_uri: str | None = Field(
+        None, description="Landing zone of the late label deliveries; default <home>/labels."
+    )
     lake_compression: Literal["LZ4_RAW", "SNAPPY", "ZSTD", "UNCOMPRESSED"] = Field(
         "LZ4_RAW", description="Parquet codec of the Delta files the platform writes."
     )
@@ -79,6 +82,18 @@ class Settings(BaseSettings):
         0.5, gt=0.0, le=1.0, description="Share of drifted columns that flags a day as drifted."
     )
     drift_max_rows: int = Field(50_000, gt=0, description="Rows sampled per side for drift.")
+    drift_share_error: float = Field(
+        0.8, gt=0.0, le=1.0, description="Share of drifted columns at which the check errors."
+    )
+    performance_warn_drop: float = Field(
+        0.2, ge=0.0, le=1.0, description="Relative PR-AUC drop (vs holdout) that warns."
+    )
+    performance_error_drop: float = Field(
+        0.4, ge=0.0, le=1.0, description="Relative PR-AUC drop (vs holdout) that errors."
+    )
+    retrain_drift_days: int = Field(
+        2, ge=1, description="Consecutive drifted days (vs the champion) that trigger retraining."
+    )
     landing_settle_seconds: float = Field(
         10.0, ge=0, description="A landing file must be unmodified this long before it is read."
     )
@@ -127,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def resolved_lake_uri(self) -> str:
         return self._under_home(self.lake_uri, "lake")
+
+    @property
+    def resolved_labels_uri(self) -> str:
+        return self._under_home(self.labels_uri, "labels")
 
     @property
     def resolved_mlflow_tracking_uri(self) -> str:

@@ -24,6 +24,7 @@ VALIDATED_TRANSACTIONS = LakeTable("silver", "validated_transactions")
 QUARANTINED_TRANSACTIONS = LakeTable("silver", "quarantined_transactions")
 TRANSACTION_FEATURES = LakeTable("gold", "transaction_features")
 SCORED_TRANSACTIONS = LakeTable("gold", "scored_transactions")
+TRANSACTION_LABELS = LakeTable("silver", "transaction_labels")
 
 ALL_TABLES = (
     RAW_TRANSACTIONS,
@@ -31,4 +32,5 @@ ALL_TABLES = (
     QUARANTINED_TRANSACTIONS,
     TRANSACTION_FEATURES,
     SCORED_TRANSACTIONS,
+    TRANSACTION_LABELS,
 )

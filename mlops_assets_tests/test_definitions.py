@@ -30,6 +30,8 @@ EXPECTED_ASSETS = {
     "champion_model",
     "scored_transactions",
     "drift_report",
+    "transaction_labels",
+    "model_performance",
 }
 MODEL_ASSETS = (
     "training_set",
@@ -66,6 +68,8 @@ def test_data_assets_are_daily_partitioned_and_models_are_not() -> None:
         "transaction_features",
         "scored_transactions",
         "drift_report",
+        "transaction_labels",
+        "model_performance",
     ):
         assert isinstance(by_key[key].partitions_def, dg.DailyPartitionsDefinition), key
     for key in MODEL_ASSETS:
@@ -98,6 +102,8 @@ def test_contract_and_drift_checks_exist() -> None:
         "reject_share_within_threshold",
         "reconciles_with_raw",
         "drift_share_within_threshold",
+        "performance_within_threshold",
+        "beats_champion",
     } <= names
 
 

@@ -9,13 +9,8 @@ import pytest
 
 from mlops_assets.datagen import GeneratorConfig
 from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN
-from mlops_assets.train.model import (
-    best_f1_threshold,
-    evaluate,
-    fit_xgboost,
-    fraud_scores,
-    model_inputs,
-)
+from mlops_assets.train.metrics import best_f1_threshold, evaluate, recall_at_precision
+from mlops_assets.train.model import fit_xgboost, fraud_scores, model_inputs
 from mlops_assets.train.split import choose_window
 from mlops_assets_tests.helpers import feature_days
 
@@ -72,3 +67,13 @@ def test_model_beats_the_trivial_baseline_on_later_days() -> None:
     assert metrics.pr_auc > 10 * metrics.fraud_rate
     assert metrics.roc_auc > 0.9
     assert metrics.pr_auc < 1.0  # imperfect on purpose
+
+
+def test_recall_at_precision_is_the_best_recall_meeting_the_precision() -> None:
+    labels = np.array([1, 1, 0, 1, 0, 0, 0, 1])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    # precision stays 1.0 down to 0.8 (recall 0.5); 0.75 at 0.6 (recall 0.75); 0.5 at 0.2
+    assert recall_at_precision(labels, scores, 1.0) == 0.5
+    assert recall_at_precision(labels, scores, 0.75) == 0.75
+    assert recall_at_precision(labels, scores, 0.5) == 1.0
+    assert evaluate(labels, scores, 0.55, target_precision=0.75).recall_at_precision == 0.75

@@ -1,17 +1,18 @@
 """The ``drift_report`` asset and its check."""
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from mlops_assets.automation import refresh_when_upstream_day_changes
 from mlops_assets.features.definition import FEATURE_COLUMNS
 from mlops_assets.monitor.drift import DriftSummary
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
-from mlops_assets.registry.champion import AliasedModel, resolve_alias
+from mlops_assets.registry.champion import AliasedModel, load_scorer, resolve_alias
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
@@ -21,6 +22,8 @@ from mlops_assets.tables import TRANSACTION_FEATURES
 DRIFT_NUMERICAL = [c for c in FEATURE_COLUMNS if not c.startswith("is_")]
 DRIFT_CATEGORICAL = ["type"]
 REFERENCE_ARTIFACT_DIR = "reference"
+#: The champion's fraud probability, compared like a feature (prediction drift)
+PREDICTION = "fraud_score"
 DRIFT_REPORT = dg.AssetKey("drift_report")
 
 
@@ -42,21 +45,23 @@ def _day_report(
     lake: DeltaLake,
     policy: PipelinePolicy,
     reference: pd.DataFrame,
+    score: Callable[[pd.DataFrame], np.ndarray],
     day: date,
 ) -> tuple[DriftSummary, str]:
     from mlops_assets.monitor.drift import compute_drift
 
     current = lake.read(
-        TRANSACTION_FEATURES, days=[day], columns=[*DRIFT_NUMERICAL, *DRIFT_CATEGORICAL]
+        TRANSACTION_FEATURES, days=[day], columns=[*FEATURE_COLUMNS, *DRIFT_CATEGORICAL]
     ).to_pandas()
     if current.empty:
         raise dg.Failure(
             description=f"transaction_features has no rows for {day}: materialize it first"
         )
+    current[PREDICTION] = score(current)
     summary = compute_drift(
         reference,
         current,
-        numerical=DRIFT_NUMERICAL,
+        numerical=[*DRIFT_NUMERICAL, PREDICTION],
         categorical=DRIFT_CATEGORICAL,
         drift_share_threshold=policy.drift_share_threshold,
         max_rows=policy.drift_max_rows,
@@ -77,8 +82,9 @@ def _day_report(
             "drift_share_within_threshold",
             asset=DRIFT_REPORT,
             partitions_def=daily_partitions,
-            description="Warns when the share of drifted feature columns reaches the policy's "
-            "drift_share_threshold (MLOPS_DRIFT_SHARE_THRESHOLD).",
+            description="WARN when the share of drifted columns (features and the champion's "
+            "predictions) reaches MLOPS_DRIFT_SHARE_THRESHOLD, ERROR from "
+            "MLOPS_DRIFT_SHARE_ERROR.",
         )
     ],
 )
@@ -88,17 +94,21 @@ def drift_report(
     mlflow_tracking: MlflowTracking,
     policy: PipelinePolicy,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Evidently data-drift report of the day's features against the training reference of the
-    scoring model (`champion`): drift per column with the statistical test used, the share of
-    drifted columns, and the HTML report saved in the lake's reports area and linked here."""
+    """Evidently data-drift report of the day's features and of the champion's predictions
+    (`fraud_score`) against the champion's training reference: drift per column with the
+    statistical test used, prediction drift, the share of drifted columns (numeric metadata, so
+    the UI plots it over days), and the HTML report saved in the lake's reports area and linked
+    here."""
     from mlops_assets.monitor.drift import top_drifted
 
     days = partition_days(context)
     champion = resolve_alias(mlflow_tracking, policy.model_name, policy.model_alias)
     reference = training_reference(mlflow_tracking, champion)
+    score = load_scorer(champion)
+    reference[PREDICTION] = score(reference)
     reports: dict[str, tuple[DriftSummary, str]] = {}
     for day in days:
-        summary, report_uri = _day_report(lake, policy, reference, day)
+        summary, report_uri = _day_report(lake, policy, reference, score, day)
         reports[day.isoformat()] = (summary, report_uri)
         context.log.info(
             f"{day}: {summary.drifted_columns}/{summary.total_columns} columns drifted "
@@ -117,6 +127,8 @@ def drift_report(
         for c in summary.columns
     }
     drifted_days = [d for d, (s, _) in reports.items() if s.dataset_drift]
+    error_days = [d for d, (s, _) in reports.items() if s.drift_share >= policy.drift_share_error]
+    prediction = next((c for c in summary.columns if c.column == PREDICTION), None)
     yield dg.MaterializeResult(
         metadata={
             "days": describe_days(days),
@@ -135,6 +147,9 @@ def drift_report(
             ),
             "reports_by_day": dg.MetadataValue.json({d: uri for d, (_, uri) in reports.items()}),
             "reference_model_version": int(champion.version),
+            "prediction_drift_score": prediction.score if prediction else -1.0,
+            "prediction_drift_test": prediction.stattest if prediction else "",
+            "prediction_drifted": bool(prediction.drifted) if prediction else False,
             "reference_rows": summary.reference_rows,
             "current_rows": summary.current_rows,
             "sampled": summary.sampled,
@@ -143,10 +158,14 @@ def drift_report(
     yield dg.AssetCheckResult(
         check_name="drift_share_within_threshold",
         passed=not drifted_days,
-        severity=dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if error_days else dg.AssetCheckSeverity.WARN,
+        description=f"drift share {summary.drift_share:.2f} (warn at "
+        f"{policy.drift_share_threshold:.2f}, error at {policy.drift_share_error:.2f})",
         metadata={
             "drift_share": summary.drift_share,
             "threshold": policy.drift_share_threshold,
+            "error_threshold": policy.drift_share_error,
             "drifted_days": dg.MetadataValue.json(drifted_days),
+            "reference_model_version": int(champion.version),
         },
     )

@@ -15,6 +15,10 @@ class PipelinePolicy(dg.ConfigurableResource):
     max_reject_share: float = 0.05
     drift_share_threshold: float = 0.5
     drift_max_rows: int = 50_000
+    drift_share_error: float = 0.8
+    performance_warn_drop: float = 0.2
+    performance_error_drop: float = 0.4
+    retrain_drift_days: int = 2
     model_name: str = "fraud_detector"
     model_alias: str = "champion"
     landing_settle_seconds: float = 10.0
