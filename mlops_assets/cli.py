@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate demo data and materialize the whole graph")
-    demo.add_argument("--days", type=int, default=9, help="days of data (default 9)")
+    demo.add_argument("--days", type=int, default=11, help="days of data (default 11)")
     demo.add_argument(
         "--start",
         type=date.fromisoformat,
@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--drift-days",
         type=int,
-        default=2,
-        help="how many of the last days carry the drift scenario (default 2)",
+        default=4,
+        help="how many of the last days carry the drift scenario (default 4)",
     )
     demo.add_argument(
         "--bad-row-share",

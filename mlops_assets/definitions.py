@@ -12,6 +12,7 @@ from mlops_assets.ingest.sensors import build_landing_sensor
 from mlops_assets.monitor.assets import drift_report
 from mlops_assets.monitor.performance_assets import model_performance
 from mlops_assets.monitor.retrain_sensor import build_retrain_sensor
+from mlops_assets.monitor.sensors import build_run_failure_alert_sensor
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.registry.assets import challenger_model, champion_model
 from mlops_assets.score.assets import scored_transactions
@@ -70,6 +71,12 @@ daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
     "landing sensor; starts stopped).",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
+monitoring_job = dg.define_asset_job(
+    "monitoring_job",
+    selection=dg.AssetSelection.assets(transaction_labels, model_performance),
+    partitions_def=daily_partitions,
+    description="Load a transaction day's late labels and measure how its scoring model did.",
+)
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=dg.AssetSelection.assets(scored_transactions, drift_report),
@@ -95,12 +102,13 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[ingest_job, training_job, scoring_job, daily_pipeline_job],
+        jobs=[ingest_job, training_job, scoring_job, monitoring_job, daily_pipeline_job],
         schedules=[daily_pipeline_schedule],
         sensors=[
             build_landing_sensor(settings.automation_enabled),
             build_label_sensor(settings.automation_enabled),
             build_retrain_sensor(settings.automation_enabled),
+            build_run_failure_alert_sensor(sensor_status),
             refresh_downstream_days,
         ],
         resources=build_resources(settings),

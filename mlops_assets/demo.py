@@ -21,15 +21,19 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 class DemoPlan:
     """Which days the demo generates and how it uses them.
 
-    Day 1 only warms up the 24-hour history features; the training window is the next
-    ``window_days`` days (its last day held out); the days after it are scored as "new" days,
-    and the drift scenario starts at ``drift_start``.
+    Day 1 only warms up the 24-hour history features; the first model trains on the next
+    ``window_days`` days (its last day held out). The days after it arrive one at a time, as in
+    production: each is ingested, scored and checked for drift, the labels of the day
+    ``label_delay_days`` earlier arrive and its performance is measured, and the retraining
+    sensor is asked whether the champion needs replacing. The drift scenario starts at
+    ``drift_start``.
     """
 
     start: date
     days: int
     window_days: int
     drift_start: date | None
+    label_delay_days: int = 2
 
     @property
     def all_days(self) -> list[date]:
@@ -40,7 +44,7 @@ class DemoPlan:
         return self.start + timedelta(days=self.window_days)
 
 
-def default_plan(days: int = 9, start: date | None = None, drift_days: int = 2) -> DemoPlan:
+def default_plan(days: int = 11, start: date | None = None, drift_days: int = 4) -> DemoPlan:
     """``days`` days ending yesterday (UTC), the last ``drift_days`` of them drifted."""
     if days < 5:
         raise ValueError("the demo needs at least 5 days (warm-up, training, holdout, new)")
@@ -103,6 +107,8 @@ def run_demo(
     import dagster as dg
 
     from mlops_assets.datagen import GeneratorConfig, write_day
+    from mlops_assets.datagen.labels import write_labels
+    from mlops_assets.monitor.retrain_sensor import retrain_sensor
 
     prepare_dagster_home(settings)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -145,11 +151,12 @@ def run_demo(
         say(f"  {label:<28} {time.perf_counter() - started:5.1f}s  {_describe(assets)}")
         return assets
 
+    first_run = [d for d in days if d <= plan.training_end]
     say(
-        f"Ingesting, validating and featurizing {len(days)} days (Dagster home "
+        f"Ingesting, validating and featurizing the first {len(first_run)} days (Dagster home "
         f"{os.environ['DAGSTER_HOME']})"
     )
-    for i, day in enumerate(days, 1):
+    for i, day in enumerate(first_run, 1):
         run(
             "ingest_job",
             f"[{i}/{len(days)}] {day} ingest",
@@ -157,6 +164,10 @@ def run_demo(
             run_config=QUIET_LOGS,
         )
 
+    tuning = {
+        "xgboost_tuning": {"config": {"n_trials": xgboost_trials}},
+        "mlp_tuning": {"config": {"n_trials": mlp_trials}},
+    }
     say(f"Training on the {plan.window_days} days up to {plan.training_end} (last day held out)")
     training_config = {
         "ops": {
@@ -167,24 +178,73 @@ def run_demo(
                     "end_date": plan.training_end.isoformat(),
                 }
             },
-            "xgboost_tuning": {"config": {"n_trials": xgboost_trials}},
-            "mlp_tuning": {"config": {"n_trials": mlp_trials}},
+            **tuning,
         },
         **QUIET_LOGS,
     }
     trained = run("training_job", "tune, train, gate, promote", run_config=training_config)
 
-    say("Scoring every day with the champion and reporting drift")
+    say("Scoring the training days with the champion and reporting their drift")
     drift: dict[str, Any] = {}
-    for i, day in enumerate(days, 1):
-        scored = run(
-            "scoring_job",
-            f"[{i}/{len(days)}] {day} score",
-            partition_key=day.isoformat(),
+    for day in first_run:
+        drift[day.isoformat()] = run(
+            "scoring_job", f"{day} score", partition_key=day.isoformat(), run_config=QUIET_LOGS
+        )["drift_report"]
+
+    def labels_arrive(today: date) -> None:
+        labelled = today - timedelta(days=plan.label_delay_days)
+        if labelled <= days[0]:
+            return
+        write_labels(labelled, config, settings.resolved_labels_uri, fmt=fmt)
+        run(
+            "monitoring_job",
+            f"  labels of {labelled} arrive",
+            partition_key=labelled.isoformat(),
             run_config=QUIET_LOGS,
         )
-        drift[day.isoformat()] = scored["drift_report"]
-    return {"trained": trained, "drift": drift, "days": days}
+
+    say(
+        "The following days arrive one at a time: ingest, score, drift; labels arrive "
+        f"{plan.label_delay_days} days late; the retraining sensor decides"
+    )
+    retrains: list[dict[str, Any]] = []
+    for day in days[len(first_run) :]:
+        run("ingest_job", f"{day} ingest", partition_key=day.isoformat(), run_config=QUIET_LOGS)
+        drift[day.isoformat()] = run(
+            "scoring_job", f"{day} score", partition_key=day.isoformat(), run_config=QUIET_LOGS
+        )["drift_report"]
+        labels_arrive(day)
+        decision = retrain_sensor(
+            dg.build_sensor_context(instance=instance, resources=defs.resources),
+            defs.resources["mlflow_tracking"],
+            defs.resources["policy"],
+        )
+        if isinstance(decision, dg.SkipReason):
+            say(f"  retraining sensor: {decision.skip_message}")
+            continue
+        for request in decision.run_requests:
+            say(f"  retraining sensor: {request.tags['mlops/retrain_reason']}")
+            retrains.append(retrain(defs, instance, request, {"ops": tuning, **QUIET_LOGS}, say))
+    return {"trained": trained, "drift": drift, "days": days, "retrains": retrains}
+
+
+def retrain(
+    defs: Any, instance: Any, request: Any, run_config: dict[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run the model factory as the sensor requested; a blocked gate is an outcome, not a
+    failure of the demo."""
+    started = time.perf_counter()
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, run_config=run_config, tags=request.tags, raise_on_error=False
+    )
+    assets = _materialized(result)
+    gate = assets.get("challenger_model")
+    if not result.success and (gate is None or gate["gate_decision"] != "blocked"):
+        raise DemoFailed(f"retraining failed (run {result.run_id}):\n{failure_message(result)}")
+    say(f"  {'retrain':<28} {time.perf_counter() - started:5.1f}s  {_describe(assets)}")
+    if not result.success:
+        say(f"  the gate kept champion v{gate['champion_version']}")
+    return assets
 
 
 def _describe(assets: dict[str, dict[str, Any]]) -> str:
@@ -198,8 +258,7 @@ def _describe(assets: dict[str, dict[str, Any]]) -> str:
         if f"{family}_tuning" in assets:
             tuning = assets[f"{family}_tuning"]
             parts.append(
-                f"{family}: {tuning['trials_this_run']} trials ({tuning['pruned_this_run']} "
-                f"pruned)"
+                f"{family}: {tuning['trials_this_run']} trials ({tuning['pruned_this_run']} pruned)"
             )
         if f"{family}_candidate" in assets:
             model = assets[f"{family}_candidate"]
@@ -213,7 +272,14 @@ def _describe(assets: dict[str, dict[str, Any]]) -> str:
     if "champion_model" in assets:
         parts.append(f"champion v{assets['champion_model']['model_version']}")
     if "scored_transactions" in assets:
-        parts.append(f"{assets['scored_transactions']['flagged_rows']} flagged")
+        scored = assets["scored_transactions"]
+        parts.append(f"{scored['flagged_rows']} flagged by v{scored['model_version']}")
+    if "model_performance" in assets:
+        performance = assets["model_performance"]
+        parts.append(
+            f"champion v{performance['model_version']} PR-AUC {performance['pr_auc']:.3f} "
+            f"({performance['level']})"
+        )
     if "drift_report" in assets:
         report = assets["drift_report"]
         parts.append(
@@ -234,9 +300,15 @@ def _command_path() -> str:
 
 def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
     """The closing summary: what was built and the commands that open it."""
-    champion = outcome["trained"]["champion_model"]
+    promoted = [r for r in [outcome["trained"], *outcome["retrains"]] if "champion_model" in r]
+    champion = promoted[-1]["champion_model"]
     family = champion["model_family"]
-    model = outcome["trained"][f"{family}_candidate"]
+    model = promoted[-1][f"{family}_candidate"]
+    retrains = [
+        f"{r['challenger_model']['gate_decision']} (v{r['challenger_model']['model_version']})"
+        for r in outcome["retrains"]
+        if "challenger_model" in r
+    ]
     latest_day = max(outcome["drift"])
     report = outcome["drift"][latest_day]["report"]
     drifted = [d for d, r in sorted(outcome["drift"].items()) if r["dataset_drift"]]
@@ -252,6 +324,8 @@ def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
             f"recall {model['recall']:.3f}, recall at {model['target_precision']:.0%} precision "
             f"{model['recall_at_precision']:.3f}",
             f"  Drift flagged on: {', '.join(drifted) or 'no day'}",
+            f"  Retraining:       {', '.join(retrains) or 'not needed'} (requested by the "
+            "retrain_on_drift_or_decay sensor; the gate decided)",
             f"  Latest drift report ({latest_day}): {report}",
             "",
             "Where to look:",

@@ -7,9 +7,13 @@ production set (S3, Postgres, MLflow server, Spark cluster) is added here.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import dagster as dg
+
 from mlops_assets.features.engines import DuckDBFeatureEngine, FeatureEngine
+from mlops_assets.resources.alerts import AlertSink
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
@@ -53,7 +57,22 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             target_precision=settings.target_precision,
         ),
         "optuna_storage": OptunaStorage(url=settings.resolved_optuna_storage_uri),
+        "alerts": AlertSink(
+            webhook_url=_secret("MLOPS_ALERT_WEBHOOK_URL", settings.alert_webhook_url),
+            timeout_seconds=settings.alert_timeout_seconds,
+            retries=settings.alert_retries,
+            backoff_seconds=settings.alert_backoff_seconds,
+            max_seconds_per_alert=settings.alert_max_seconds,
+        ),
     }
+
+
+def _secret(variable: str, value: str | None) -> Any:
+    """A secret setting as a ``dg.EnvVar`` when it came from the environment, so the Dagster UI
+    shows the variable's name and never its value."""
+    if value and os.environ.get(variable) == value:
+        return dg.EnvVar(variable)
+    return value
 
 
 def spark_config(settings: Settings) -> dict[str, str]:

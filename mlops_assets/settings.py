@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     performance_error_drop: float = Field(
         0.4, ge=0.0, le=1.0, description="Relative PR-AUC drop (vs holdout) that errors."
     )
+    alert_webhook_url: str | None = Field(
+        None,
+        description="Slack-compatible incoming webhook for alerts; none: alerts are only logged.",
+    )
+    alert_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one alert POST.")
+    alert_retries: int = Field(3, ge=0, description="Retries of an alert that was not delivered.")
+    alert_backoff_seconds: float = Field(
+        0.5, ge=0, description="First wait between alert retries (doubles each time)."
+    )
+    alert_max_seconds: float = Field(
+        10.0, gt=0, description="Time limit of one alert's delivery, retries included."
+    )
     retrain_drift_days: int = Field(
         2, ge=1, description="Consecutive drifted days (vs the champion) that trigger retraining."
     )

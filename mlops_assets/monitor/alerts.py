@@ -229,6 +229,14 @@ def _retry_after(value: str | None) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+def _describe_exception(exc: BaseException) -> str:
+    """``Type: message`` of a transport error (a ``URLError``'s underlying reason)."""
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}"
+    return f"{type(exc).__name__}: {reason}"
+
+
 def post_alert(
     url: str,
     alert: Alert,
@@ -238,14 +246,17 @@ def post_alert(
     log: logging.Logger | None = None,
     *,
     max_retry_after_seconds: float = 10.0,
+    deadline_seconds: float | None = None,
 ) -> AlertOutcome:
     """POST ``alert`` as Slack-compatible JSON to ``url``; never raises.
 
     Connection errors, timeouts, 429 and 5xx are retried up to ``retries`` times (so at most
     ``retries + 1`` attempts), waiting ``backoff_seconds * 2**n`` between attempts, or the
     ``Retry-After`` of a 429 (capped at ``max_retry_after_seconds``). Other answers (4xx,
-    3xx) are final. Every failed attempt is logged as a warning and a final failure as an
-    error that repeats the whole alert, so it is not lost; the URL is logged without its path.
+    3xx) are final. With ``deadline_seconds`` the whole delivery, waits included, ends within
+    that time (later attempts get shorter timeouts, or are given up). Every failed attempt is
+    logged as a warning and a final failure as an error that repeats the whole alert, so it
+    is not lost; the URL is logged without its path.
     """
     log = log or _log
     where = redact_url(url)
@@ -257,9 +268,13 @@ def post_alert(
 
     body = json.dumps(slack_payload(alert)).encode("utf-8")
     total = max(retries, 0) + 1
+    started = time.monotonic()
     status: int | None = None
     error: str | None = None
-    for attempt in range(1, total + 1):
+    attempts = 0
+    timeout = timeout_seconds
+    while True:
+        attempts += 1
         request = urllib.request.Request(
             url,
             data=body,
@@ -272,11 +287,11 @@ def post_alert(
         retryable = True
         wait: float | None = None
         try:
-            with _opener.open(request, timeout=timeout_seconds) as response:
+            with _opener.open(request, timeout=timeout) as response:
                 status = response.status
                 response.read()
             log.debug(f"Alert {alert.title!r} delivered to {where} (HTTP {status})")
-            return AlertOutcome(delivered=True, attempts=attempt, status=status)
+            return AlertOutcome(delivered=True, attempts=attempts, status=status)
         except urllib.error.HTTPError as exc:
             status = exc.code
             detail = _scrub(_read_body(exc), url)
@@ -289,35 +304,41 @@ def post_alert(
                 retryable = exc.code >= 500
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, DNS
             status = None
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            error = _scrub(f"{type(reason).__name__}: {reason}", url)
+            error = _scrub(_describe_exception(exc), url)
         except Exception as exc:  # never let an alert break its caller
             status = None
             error = _scrub(f"{type(exc).__name__}: {exc}", url)
             retryable = False
 
+        failed = f"Alert {alert.title!r}: attempt {attempts}/{total} to {where} failed: {error}"
         if not retryable:
             log.error(
                 f"Alert {alert.title!r} not delivered to {where}: {error} (not retried). "
                 f"The alert: {alert.summary()}"
             )
-            return AlertOutcome(delivered=False, attempts=attempt, status=status, error=error)
-        if attempt < total:
-            delay = wait if wait is not None else backoff_seconds * 2 ** (attempt - 1)
-            log.warning(
-                f"Alert {alert.title!r}: attempt {attempt}/{total} to {where} failed: {error}; "
-                f"retrying in {delay:.2f}s"
-            )
-            time.sleep(delay)
-        else:
-            log.warning(
-                f"Alert {alert.title!r}: attempt {attempt}/{total} to {where} failed: {error}"
-            )
+            return AlertOutcome(delivered=False, attempts=attempts, status=status, error=error)
+        if attempts >= total:
+            log.warning(failed)
+            why = f"giving up after {attempts} attempt(s)"
+            break
+        delay = wait if wait is not None else backoff_seconds * 2 ** (attempts - 1)
+        if deadline_seconds is not None:
+            remaining = deadline_seconds - (time.monotonic() - started) - delay
+            if remaining < min(timeout_seconds, 0.5):
+                log.warning(failed)
+                why = (
+                    f"giving up after {attempts} attempt(s): no time left for another within "
+                    f"the {deadline_seconds:g}s deadline"
+                )
+                break
+            timeout = min(timeout_seconds, remaining)
+        log.warning(f"{failed}; retrying in {delay:.2f}s")
+        time.sleep(delay)
     log.error(
-        f"Alert {alert.title!r} not delivered to {where}: giving up after {total} attempt(s); "
-        f"last error: {error}. The alert: {alert.summary()}"
+        f"Alert {alert.title!r} not delivered to {where}: {why}; last error: {error}. "
+        f"The alert: {alert.summary()}"
     )
-    return AlertOutcome(delivered=False, attempts=total, status=status, error=error)
+    return AlertOutcome(delivered=False, attempts=attempts, status=status, error=error)
 
 
 def _read_body(response: urllib.error.HTTPError, limit: int = 200) -> str:

@@ -10,9 +10,11 @@ import pandas as pd
 
 from mlops_assets.automation import refresh_when_upstream_day_changes
 from mlops_assets.features.definition import FEATURE_COLUMNS
+from mlops_assets.monitor.alerts import Alert
 from mlops_assets.monitor.drift import DriftSummary
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
 from mlops_assets.registry.champion import AliasedModel, load_scorer, resolve_alias
+from mlops_assets.resources.alerts import AlertSink
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
@@ -93,6 +95,7 @@ def drift_report(
     lake: DeltaLake,
     mlflow_tracking: MlflowTracking,
     policy: PipelinePolicy,
+    alerts: AlertSink,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Evidently data-drift report of the day's features and of the champion's predictions
     (`fraud_score`) against the champion's training reference: drift per column with the
@@ -155,6 +158,26 @@ def drift_report(
             "sampled": summary.sampled,
         }
     )
+    for day in drifted_days:
+        day_summary, day_uri = reports[day]
+        alerts.send(
+            Alert(
+                title=f"Drift on {day} against champion v{champion.version}",
+                text=f"{day_summary.drifted_columns} of {day_summary.total_columns} columns "
+                f"drifted (share {day_summary.drift_share:.2f}); most drifted: "
+                f"{', '.join(top_drifted(day_summary, only_drifted=True))}",
+                severity="error" if day in error_days else "warning",
+                link=day_uri if "://" in day_uri else f"file://{day_uri}",
+                link_text="Drift report",
+                fields={
+                    "Drift share": f"{day_summary.drift_share:.2f}",
+                    "Warn / error at": f"{policy.drift_share_threshold} / "
+                    f"{policy.drift_share_error}",
+                    "Dagster run": mlflow_tracking.dagster_run_url(context.run.run_id),
+                },
+            ),
+            context.log,
+        )
     yield dg.AssetCheckResult(
         check_name="drift_share_within_threshold",
         passed=not drifted_days,

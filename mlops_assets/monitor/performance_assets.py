@@ -8,9 +8,11 @@ import numpy as np
 import polars as pl
 
 from mlops_assets.automation import refresh_when_upstream_day_changes
+from mlops_assets.monitor.alerts import Alert
 from mlops_assets.monitor.performance import PerformanceRule, day_performance, performance_level
 from mlops_assets.partitions import daily_partitions, partition_days
 from mlops_assets.registry.versions import version_tags
+from mlops_assets.resources.alerts import AlertSink
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
@@ -43,6 +45,7 @@ def model_performance(
     lake: DeltaLake,
     mlflow_tracking: MlflowTracking,
     policy: PipelinePolicy,
+    alerts: AlertSink,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """How the model that scored a day did on it, measured only once that day's labels were
     delivered (they arrive days later; until then this day waits): precision and recall at the
@@ -79,6 +82,22 @@ def model_performance(
         f"{days[0]}..{days[-1]}: model v{version} precision {performance.precision:.3f}, recall "
         f"{performance.recall:.3f}, {explanation}"
     )
+    if level in ("warn", "error"):
+        alerts.send(
+            Alert(
+                title=f"Model v{version} quality {level} on {days[0]}..{days[-1]}",
+                text=explanation,
+                severity="error" if level == "error" else "warning",
+                link=mlflow_tracking.dagster_run_url(context.run.run_id),
+                link_text="Dagster run",
+                fields={
+                    "PR-AUC": f"{performance.pr_auc:.4f}",
+                    "Precision / recall": f"{performance.precision:.3f} / {performance.recall:.3f}",
+                    "Labelled rows": str(performance.labelled_rows),
+                },
+            ),
+            context.log,
+        )
     yield dg.MaterializeResult(
         metadata={
             "pr_auc": performance.pr_auc,

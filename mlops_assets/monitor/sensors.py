@@ -157,13 +157,17 @@ def build_run_failure_alert_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     *,
     minimum_interval_seconds: int = 30,
+    monitor_all_code_locations: bool = False,
 ) -> dg.RunStatusSensorDefinition:
-    """The ``alert_on_run_failure`` sensor over every job of this code location."""
+    """The ``alert_on_run_failure`` sensor over every job of this code location (launched from
+    the UI, a sensor, a schedule or a backfill). Runs started in a script's own process
+    (``materialize``/``execute_in_process``) belong to no code location and are seen only with
+    ``monitor_all_code_locations=True``, which watches every run of the instance."""
     return dg.run_failure_sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
-        monitor_all_code_locations=False,
+        monitor_all_code_locations=monitor_all_code_locations,
         description="Sends an alert (the `alerts` webhook, or the log) for every failed run of "
         "this code location: job, failed steps, partition, the error (or the blocked promotion "
         "gate's decision) and a link to the run.",

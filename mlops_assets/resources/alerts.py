@@ -32,6 +32,12 @@ class AlertSink(dg.ConfigurableResource):
     backoff_seconds: float = Field(
         default=0.5, ge=0, description="Wait before the first retry; doubles at every retry."
     )
+    max_seconds_per_alert: float = Field(
+        default=10.0,
+        gt=0,
+        description="Deadline of one alert's delivery, retries and waits included: a sensor "
+        "tick sends up to 5 alerts and must end within Dagster's 60 s sensor timeout.",
+    )
 
     def send(self, alert: Alert, log: logging.Logger | None = None) -> AlertOutcome:
         """Deliver ``alert`` (or log it when no webhook is configured); never raises."""
@@ -47,6 +53,7 @@ class AlertSink(dg.ConfigurableResource):
             retries=self.retries,
             backoff_seconds=self.backoff_seconds,
             log=log,
+            deadline_seconds=self.max_seconds_per_alert,
         )
         if outcome.delivered:
             log.log(
