@@ -208,8 +208,13 @@ def run_demo(
         f"{plan.label_delay_days} days late; the retraining sensor decides"
     )
     retrains: list[dict[str, Any]] = []
-    for day in days[len(first_run) :]:
-        run("ingest_job", f"{day} ingest", partition_key=day.isoformat(), run_config=QUIET_LOGS)
+    for i, day in enumerate(days[len(first_run) :], len(first_run) + 1):
+        run(
+            "ingest_job",
+            f"[{i}/{len(days)}] {day} ingest",
+            partition_key=day.isoformat(),
+            run_config=QUIET_LOGS,
+        )
         drift[day.isoformat()] = run(
             "scoring_job", f"{day} score", partition_key=day.isoformat(), run_config=QUIET_LOGS
         )["drift_report"]

@@ -40,6 +40,8 @@ def test_demo_builds_everything_and_says_where_to_look(tmp_path: Path) -> None:
     assert "[6/6] 2026-01-06 ingest" in output
     assert "Drift flagged on: 2026-01-06" in output
     assert "Where to look:" in output
+    assert "labels of 2026-01-04 arrive" in output
+    assert "retraining sensor: champion v" in output and "no persistent drift" in output
     assert "mlops-assets ui" in output and "mlops-assets mlflow-ui" in output
     report = tmp_path / "home" / "lake" / "reports" / "drift_report" / "2026-01-06.html"
     assert f"file://{report}" in output
@@ -49,9 +51,18 @@ def test_demo_builds_everything_and_says_where_to_look(tmp_path: Path) -> None:
     dagster_home = tmp_path / "home" / "dagster"
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 6 + 1 + 6
+        # 6 ingests, the first training, 6 scorings, and the labels of days 3 and 4 arriving
+        # (two days late) while days 5 and 6 are processed; one drifted day: no retraining
+        assert len(runs) == 6 + 1 + 6 + 2
         assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
-        assert {run.job_name for run in runs} == {"ingest_job", "training_job", "scoring_job"}
+        assert {run.job_name for run in runs} == {
+            "ingest_job",
+            "training_job",
+            "scoring_job",
+            "monitoring_job",
+        }
+        judged = instance.get_materialized_partitions(dg.AssetKey("model_performance"))
+        assert judged == {"2026-01-03", "2026-01-04"}
         scored = instance.get_materialized_partitions(dg.AssetKey("scored_transactions"))
         assert len(scored) == 6
 
