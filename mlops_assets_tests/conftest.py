@@ -10,7 +10,11 @@ import pytest
 from mlops_assets.environment import build_resources
 from mlops_assets.settings import Settings
 
-pytest_plugins = ["mlops_assets_tests.mlflow_server", "mlops_assets_tests.postgres"]
+pytest_plugins = [
+    "mlops_assets_tests.mlflow_server",
+    "mlops_assets_tests.postgres",
+    "mlops_assets_tests.webhook",
+]
 
 
 @pytest.fixture

@@ -19,9 +19,11 @@ from mlops_assets.datagen.labels import write_labels
 from mlops_assets.definitions import build_definitions
 from mlops_assets.monitor.retrain_sensor import retrain_sensor
 from mlops_assets.registry.versions import CHAMPION, current_version
+from mlops_assets.resources.alerts import AlertSink
 from mlops_assets.settings import Settings
 from mlops_assets.tables import SCORED_TRANSACTIONS
 from mlops_assets_tests.pipeline import INGEST, TRAIN, checks, failure_text, metadata
+from mlops_assets_tests.webhook import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +56,17 @@ class Loop:
         write_day(day, self.config, self.settings.resolved_landing_uri)
         assert self.materialize(INGEST, day).success
 
-    def score(self, day: date) -> dg.ExecuteInJobResult:
-        result = self.materialize(["scored_transactions", "drift_report"], day)
+    def score(self, day: date, alerts: AlertSink | None = None) -> dg.ExecuteInJobResult:
+        resources = {**self.defs.resources, **({"alerts": alerts} if alerts else {})}
+        from mlops_assets.definitions import ALL_ASSETS
+
+        result = dg.materialize(
+            ALL_ASSETS,
+            selection=["scored_transactions", "drift_report"],
+            resources=resources,
+            instance=self.instance,
+            partition_key=day.isoformat(),
+        )
         assert result.success
         return result
 
@@ -105,9 +116,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             TRAIN,
             run_config={
                 "ops": {
-                    "training_set": {
-                        "config": {"window_days": 4, "end_date": DAYS[5].isoformat()}
-                    },
+                    "training_set": {"config": {"window_days": 4, "end_date": DAYS[5].isoformat()}},
                     **QUICK,
                 }
             },
@@ -137,15 +146,23 @@ def test_performance_waits_for_late_labels_and_is_judged(loop: Loop) -> None:
     assert performance["level"] in ("ok", "warn", "unknown")
 
 
-def test_persistent_drift_requests_the_factory(loop: Loop) -> None:
-    for day in DAYS[6:8]:
+def test_persistent_drift_requests_the_factory(
+    loop: Loop, receiver: Receiver, down_url: str
+) -> None:
+    # the first drifted day alerts a live webhook; the second a webhook that is down, which
+    # is retried, logged, and does not fail the run
+    sinks = [AlertSink(webhook_url=receiver.url), AlertSink(webhook_url=down_url, retries=1)]
+    for day, sink in zip(DAYS[6:8], sinks, strict=True):
         loop.land(day)
-        result = loop.score(day)
+        result = loop.score(day, alerts=sink)
         report = metadata(result, "drift_report")
         assert report["dataset_drift"] is True, day
         assert report["reference_model_version"] == int(loop.champion())
         assert isinstance(report["prediction_drift_score"], float)
         assert not checks(result)["drift_share_within_threshold"].passed
+    (alert,) = receiver.delivered
+    assert f"Drift on {DAYS[6]}" in alert["text"]
+    assert f"drift_report/{DAYS[6]}.html" in alert["text"]  # the report's link
     decision = loop.sensor()
     assert isinstance(decision, dg.SensorResult)
     (request,) = decision.run_requests
@@ -188,9 +205,7 @@ def test_a_retrained_model_that_passes_becomes_champion_and_scores_new_days(loop
     loop.land(DAYS[9])
     report = metadata(loop.score(DAYS[9]), "drift_report")
     assert report["reference_model_version"] == int(new)
-    scored = pl.from_arrow(
-        loop.defs.resources["lake"].read(SCORED_TRANSACTIONS, days=[DAYS[9]])
-    )
+    scored = pl.from_arrow(loop.defs.resources["lake"].read(SCORED_TRANSACTIONS, days=[DAYS[9]]))
     assert scored["model_version"].unique().to_list() == [int(new)]
     # the evidence against the old champion no longer counts: one report against the new one
     assert isinstance(loop.sensor(), dg.SkipReason)
