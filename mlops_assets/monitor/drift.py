@@ -161,9 +161,10 @@ def _prepare(
     ``category`` dtypes with different category sets on each side trigger warnings).
     Row order is preserved so Evidently's index-binned plots stay meaningful.
     """
-    subset = frame.loc[:, [*numerical, *categorical]]
     if positions is not None:
-        subset = subset.iloc[positions]
+        # sample rows first: this copies max_rows rows, not every row of a big day
+        frame = frame.take(positions)
+    subset = frame.loc[:, [*numerical, *categorical]]
     out = pd.DataFrame(
         {
             **{
