@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_assets.deployment import executor_for
 from mlops_assets.environment import build_resources
 from mlops_assets.features.assets import transaction_features
 from mlops_assets.ingest.assets import raw_transactions
@@ -112,6 +113,7 @@ def build_definitions() -> dg.Definitions:
             refresh_downstream_days,
         ],
         resources=build_resources(settings),
+        executor=executor_for(settings),
     )
 
 

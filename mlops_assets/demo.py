@@ -112,6 +112,7 @@ def run_demo(
 
     prepare_dagster_home(settings)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     for noisy in ("mlflow", "alembic", "evidently"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # a uv-made virtualenv has no pip; MLflow warns about it on every logged model

@@ -126,6 +126,26 @@ class Settings(BaseSettings):
         description="Cache of the delta-spark jars fetched with Maven; when empty Spark "
         "resolves them itself (spark.jars.packages).",
     )
+    executor: Literal["multiprocess", "in_process", "k8s"] = Field(
+        "multiprocess",
+        description="multiprocess (Dagster's default), in_process, or k8s: one Kubernetes Job "
+        "per step (k8s_job_executor).",
+    )
+    k8s_namespace: str | None = Field(
+        None, description="Namespace of the step Jobs; default: the run launcher's."
+    )
+    k8s_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Image pull policy of the step pods."
+    )
+    k8s_env_secrets: list[str] = Field(
+        default_factory=lambda: ["mlops-assets-env"],
+        description="Secrets whose keys become the step pods' environment (JSON list).",
+    )
+    k8s_env_config_maps: list[str] = Field(
+        default_factory=list, description="ConfigMaps whose keys become the environment."
+    )
+    k8s_service_account: str | None = Field(None, description="Service account of step pods.")
+    k8s_max_concurrent: int | None = Field(None, gt=0, description="Step pods per run at once.")
     spark_conf: dict[str, str] = Field(
         default_factory=dict,
         description='Extra Spark configuration as JSON, e.g. {"spark.driver.memory": "8g"}.',

@@ -6,6 +6,7 @@ from datetime import date
 import dagster as dg
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
+from mlops_assets.deployment import SPARK_STEP_OP_TAGS
 from mlops_assets.features.definition import COLUMN_SOURCES
 from mlops_assets.features.engines import FeatureEngine
 from mlops_assets.partitions import daily_partitions
@@ -37,6 +38,7 @@ COLUMN_LINEAGE = dg.TableColumnLineage(
     freshness_policy=DAILY_FRESHNESS,
     group_name="features",
     kinds={"delta", "sql", "duckdb", "spark", "gold"},
+    op_tags=SPARK_STEP_OP_TAGS,
     tags={"layer": "gold"},
 )
 def transaction_features(

@@ -1,0 +1,540 @@
+"""The deployment: the Dockerfile, the Kubernetes Job manifests dagster-k8s builds for the step
+pods, the MLflow manifests, the Helm values and the Compose stack.
+
+No Docker engine, cluster or chart is needed: the step Jobs are built by dagster-k8s's own code
+(the executor's container context, the op tags, ``construct_dagster_k8s_job``) and every
+Kubernetes object is validated against the Kubernetes OpenAPI schema shipped by
+kubernetes-validate (strict: unknown fields fail).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import kubernetes
+import kubernetes_validate
+import pytest
+import yaml
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.executor.init import InitExecutorContext
+from dagster_k8s import K8sRunLauncher
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import (
+    USER_DEFINED_K8S_CONFIG_KEY,
+    construct_dagster_k8s_job,
+    get_k8s_job_name,
+    get_user_defined_k8s_config,
+)
+
+from mlops_assets.deployment import (
+    DEFAULT_STEP_RESOURCES,
+    ENV_SECRET,
+    SPARK_STEP_OP_TAGS,
+    executor_for,
+    k8s_executor_config,
+)
+from mlops_assets.settings import Settings
+from mlops_assets.train.k8s import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.33"  # a current Kubernetes; kubernetes-validate 1.37 ships schemas up to 1.37
+IMAGE = "registry.example.com/mlops-assets:0123abc"
+GPU_KINDS = {"tensorflow", "keras", "xgboost"}
+
+
+# ---------------------------------------------------------------- Kubernetes schema validation
+
+
+def _validate_k8s(manifest: dict[str, Any]) -> None:
+    assert kubernetes_validate.utils.latest_version() >= K8S_VERSION
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_schema_validation_catches_mistakes() -> None:
+    """The validator is strict: a misspelled field and a wrong type fail."""
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    _validate_k8s({**config_map, "data": {"a": "1"}})
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate_k8s({**config_map, "dta": {"a": "1"}})
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate_k8s({**config_map, "data": {"a": 1}})
+
+
+# ---------------------------------------------------------------- the executor and step Jobs
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    from mlops_assets.definitions import defs
+
+    return defs
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A kubeconfig for a cluster that is never contacted (objects are only built)."""
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def executor_settings() -> Settings:
+    return Settings(executor="k8s", k8s_namespace="mlops")
+
+
+@pytest.fixture(scope="module")
+def step_handler(executor_settings: Settings, kubeconfig: str):
+    """The real K8sStepHandler that ``executor_for(settings)`` creates (no cluster contacted)."""
+    executor_def = executor_for(executor_settings)
+    assert executor_def is not None and executor_def.name == "k8s"
+    resolved = executor_def.config_schema.resolve_config({})
+    assert resolved.success, resolved.errors
+    config = {**resolved.value["config"], "load_incluster_config": False}
+    config["kubeconfig_file"] = kubeconfig
+
+    @dg.op
+    def noop() -> None: ...
+
+    @dg.job
+    def one_step() -> None:
+        noop()
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        executor = executor_def.executor_creation_fn(
+            InitExecutorContext(
+                job=InMemoryJob(one_step),
+                executor_def=executor_def,
+                executor_config=config,
+                instance=instance,
+            )
+        )
+    return executor._step_handler
+
+
+@pytest.fixture(scope="module")
+def run_launcher(kubeconfig: str) -> K8sRunLauncher:
+    """The run launcher as the Helm chart configures it (instance ConfigMap, Postgres secret)."""
+    return K8sRunLauncher(
+        service_account_name="dagster",
+        instance_config_map="dagster-instance",
+        dagster_home="/opt/dagster/dagster_home",
+        postgres_password_secret="dagster-postgresql-secret",
+        load_incluster_config=False,
+        kubeconfig_file=kubeconfig,
+        job_namespace="mlops",
+    )
+
+
+def _step_job(step_handler, run_launcher, step_key: str, op_tags: dict[str, Any]) -> dict:
+    """The Job manifest K8sStepHandler.launch_step would create for a step with these op tags
+    (same merge order: executor context, then the step's ``dagster-k8s/config`` tags)."""
+    tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in op_tags.items()}
+    context = step_handler._executor_container_context.merge(
+        K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags))
+    )
+    job_config = context.get_k8s_job_config(None, run_launcher).with_image(IMAGE)
+    run_id = "2f1c8f5e-4c1e-4d55-9d39-1b8c1a0e7f21"
+    job_name = f"dagster-step-{get_k8s_job_name(run_id, step_key)}"
+    job = construct_dagster_k8s_job(
+        job_config=job_config,
+        args=["dagster", "api", "execute_step"],
+        job_name=job_name,
+        pod_name=job_name,
+        component="step_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+        labels={"dagster/job": "training_job", "dagster/op": step_key, "dagster/run-id": run_id},
+        env_vars=[{"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
+    )
+    assert context.namespace == "mlops"
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def _container(manifest: dict) -> dict:
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _is_gpu_step(spec: dg.AssetSpec) -> bool:
+    name = spec.key.to_user_string()
+    return bool(GPU_KINDS & set(spec.kinds)) or name.endswith(("_tuning", "_candidate"))
+
+
+def test_executor_for_the_settings() -> None:
+    assert executor_for(Settings(executor="multiprocess")) is None  # Dagster's default
+    assert executor_for(Settings(executor="in_process")) is dg.in_process_executor
+    k8s = executor_for(Settings(executor="k8s"))
+    assert k8s is not None and k8s.name == "k8s"
+
+
+def test_executor_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_EXECUTOR", "k8s")
+    monkeypatch.setenv("MLOPS_K8S_NAMESPACE", "fraud")
+    monkeypatch.setenv("MLOPS_K8S_ENV_SECRETS", '["mlops-assets-env", "aws"]')
+    config = k8s_executor_config(Settings())
+    assert config["job_namespace"] == "fraud"
+    assert config["env_secrets"] == ["mlops-assets-env", "aws"]
+    monkeypatch.setenv("MLOPS_EXECUTOR", "kubernetes")
+    with pytest.raises(ValueError, match="executor"):
+        Settings()
+
+
+def test_gpu_training_step_job(defs: dg.Definitions, step_handler, run_launcher) -> None:
+    """The xgboost_candidate step pod: one GPU, GPU nodes only, image and env by reference."""
+    op_tags = defs.resolve_assets_def("xgboost_candidate").op.tags
+    manifest = _step_job(step_handler, run_launcher, "xgboost_candidate", op_tags)
+    _validate_k8s(manifest)
+
+    pod = manifest["spec"]["template"]["spec"]
+    container = _container(manifest)
+    assert container["resources"]["limits"][GPU_RESOURCE] == "1"
+    assert container["resources"]["requests"][GPU_RESOURCE] == "1"
+    assert pod["nodeSelector"] == GPU_NODE_SELECTOR
+    assert GPU_TOLERATION in pod["tolerations"]
+    assert container["image"] == IMAGE
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert {"secretRef": {"name": ENV_SECRET}} in container["envFrom"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DAGSTER_HOME"]["value"] == "/opt/dagster/dagster_home"
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == (
+        "dagster-postgresql-secret"
+    )
+    assert container["args"] == ["dagster", "api", "execute_step"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert manifest["spec"]["ttlSecondsAfterFinished"] == 86400
+
+
+def test_spark_step_job(defs: dg.Definitions, step_handler, run_launcher) -> None:
+    """The transaction_features step pod requests what Spark uses (its op tags, or the constant
+    until the asset carries them)."""
+    op_tags = defs.resolve_assets_def("transaction_features").op.tags
+    if USER_DEFINED_K8S_CONFIG_KEY in op_tags:
+        assert (
+            json.loads(op_tags[USER_DEFINED_K8S_CONFIG_KEY])
+            == (SPARK_STEP_OP_TAGS[USER_DEFINED_K8S_CONFIG_KEY])
+        )
+    manifest = _step_job(step_handler, run_launcher, "transaction_features", SPARK_STEP_OP_TAGS)
+    _validate_k8s(manifest)
+    resources = _container(manifest)["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert resources["limits"] == {"memory": "16Gi"}
+    assert GPU_RESOURCE not in resources["limits"]
+    assert "nodeSelector" not in manifest["spec"]["template"]["spec"]
+
+
+def test_plain_step_gets_the_default_resources(step_handler, run_launcher) -> None:
+    manifest = _step_job(step_handler, run_launcher, "raw_transactions", {})
+    _validate_k8s(manifest)
+    assert _container(manifest)["resources"] == DEFAULT_STEP_RESOURCES
+    assert {"secretRef": {"name": ENV_SECRET}} in _container(manifest)["envFrom"]
+
+
+def _gpu_steps_without_gpu(defs: dg.Definitions, step_handler, run_launcher) -> list[str]:
+    missing = []
+    for spec in defs.resolve_all_asset_specs():
+        if not _is_gpu_step(spec):
+            continue
+        op = defs.resolve_assets_def(spec.key).op
+        manifest = _step_job(step_handler, run_launcher, op.name, op.tags)
+        pod = manifest["spec"]["template"]["spec"]
+        limits = _container(manifest)["resources"].get("limits", {})
+        if (
+            limits.get(GPU_RESOURCE) != "1"
+            or pod.get("nodeSelector") != GPU_NODE_SELECTOR
+            or GPU_TOLERATION not in pod.get("tolerations", [])
+        ):
+            missing.append(spec.key.to_user_string())
+    return missing
+
+
+def test_every_gpu_step_requests_a_gpu(defs: dg.Definitions, step_handler, run_launcher) -> None:
+    """Any TensorFlow / XGBoost asset, or any *_tuning / *_candidate asset, must ask for a GPU on
+    a GPU node; otherwise it would train on the CPU of whatever node it lands on."""
+    gpu_steps = {s.key.to_user_string() for s in defs.resolve_all_asset_specs() if _is_gpu_step(s)}
+    assert gpu_steps >= {"xgboost_tuning", "mlp_tuning", "xgboost_candidate", "mlp_candidate"}
+    missing = _gpu_steps_without_gpu(defs, step_handler, run_launcher)
+    assert not missing, f"GPU steps without the GPU request, node selector or toleration: {missing}"
+
+
+def test_the_gpu_rule_flags_a_step_without_gpu_tags(step_handler, run_launcher) -> None:
+    @dg.asset(kinds={"xgboost"})
+    def untagged_model() -> None: ...
+
+    @dg.asset
+    def lightgbm_candidate() -> None: ...
+
+    @dg.asset(kinds={"tensorflow"}, op_tags={"dagster-k8s/config": {"container_config": {}}})
+    def cpu_only_net() -> None: ...
+
+    @dg.asset
+    def report() -> None: ...
+
+    defs = dg.Definitions(assets=[untagged_model, lightgbm_candidate, cpu_only_net, report])
+    assert sorted(_gpu_steps_without_gpu(defs, step_handler, run_launcher)) == [
+        "cpu_only_net",
+        "lightgbm_candidate",
+        "untagged_model",
+    ]
+
+
+# ---------------------------------------------------------------- MLflow manifests
+
+
+def test_mlflow_manifests_are_valid_kubernetes() -> None:
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "mlflow.yaml").read_text()) if d]
+    assert sorted(d["kind"] for d in docs) == ["Deployment", "Service"]
+    for doc in docs:
+        _validate_k8s(doc)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = " ".join(container["args"])
+    assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in args
+    assert "--artifacts-destination=$(MLFLOW_ARTIFACTS_DESTINATION)" in args
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-server"
+        assert "value" not in env[name]
+    text = (DEPLOY / "k8s" / "mlflow.yaml").read_text()
+    assert "postgresql+psycopg2://mlflow:" not in text.split("apiVersion", 1)[1]
+
+
+# ---------------------------------------------------------------- Helm values
+
+
+def test_helm_values() -> None:
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    user = values["dagster-user-deployments"]
+    assert user["enabled"] is True
+    (deployment,) = user["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "mlops_assets.definitions"]
+    assert deployment["port"] == 3030
+    assert deployment["image"]["repository"].endswith("/mlops-assets")
+    assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    assert {"name": ENV_SECRET} in deployment["envSecrets"]
+    assert {"name": "MLOPS_EXECUTOR", "value": "k8s"} in deployment["env"]
+    assert deployment["podSecurityContext"]["runAsNonRoot"] is True
+    assert deployment["resources"]["requests"]
+
+    launcher = values["runLauncher"]
+    assert launcher["type"] == "K8sRunLauncher"
+    assert {"name": ENV_SECRET} in launcher["config"]["k8sRunLauncher"]["envSecrets"]
+    assert launcher["config"]["k8sRunLauncher"]["resources"]["requests"]
+
+    # external Postgres; the password only by reference
+    assert values["postgresql"]["enabled"] is False
+    assert values["postgresql"]["postgresqlHost"]
+    assert values["postgresql"]["postgresqlPassword"] == ""
+    assert values["generatePostgresqlPasswordSecret"] is False
+    assert values["global"]["postgresqlSecretName"] == "dagster-postgresql-secret"
+
+    daemon = values["dagsterDaemon"]
+    assert daemon["enabled"] is True
+    assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert daemon["sensors"]["useThreads"] is True
+    assert daemon["backfills"]["useThreads"] is True
+    assert daemon["schedules"]["useThreads"] is True
+    assert daemon["resources"]["requests"]
+
+    # resources wherever the chart runs a container of ours
+    assert values["dagsterWebserver"]["resources"]["requests"]
+
+    # secrets by reference only: no literal credential anywhere
+    flat = json.dumps(values).lower()
+    for leak in ("aws_secret_access_key", 'password": "m', "token"):
+        assert leak not in flat
+
+
+def test_helm_user_deployment_pod_fields_are_valid_kubernetes() -> None:
+    """The Kubernetes objects the values embed (security contexts, resources) pass the schema
+    inside a Pod, as the chart renders them."""
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "mlops-assets"},
+        "spec": {
+            "securityContext": deployment["podSecurityContext"],
+            "containers": [
+                {
+                    "name": "mlops-assets",
+                    "image": "registry.example.com/mlops-assets:latest",
+                    "env": deployment["env"],
+                    "envFrom": [{"secretRef": s} for s in deployment["envSecrets"]],
+                    "securityContext": deployment["securityContext"],
+                    "resources": deployment["resources"],
+                }
+            ],
+        },
+    }
+    _validate_k8s(pod)
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def _dockerfile_stages() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(name, base, [(instruction, arguments)]) per stage, continuation lines joined."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    stages: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for line in logical.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            match = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", arguments.strip(), re.IGNORECASE)
+            assert match, line
+            stages.append((match.group(2) or "", match.group(1), []))
+        elif stages:
+            stages[-1][2].append((instruction, arguments.strip()))
+    return stages
+
+
+def _inherited(stages, name: str, instruction: str) -> list[str]:
+    """Arguments of an instruction in a stage and the stages it is built FROM."""
+    by_name = {stage[0]: stage for stage in stages}
+    found: list[str] = []
+    while name in by_name:
+        _, base, instructions = by_name[name]
+        found = [args for ins, args in instructions if ins == instruction] + found
+        name = base
+    return found
+
+
+def test_dockerfile() -> None:
+    stages = _dockerfile_stages()
+    names = [name for name, _, _ in stages]
+    assert {"builder", "spark-jars", "runtime", "gpu"} <= set(names)
+    assert names[-1] == "runtime", "the default build target is the CPU runtime"
+    by_name = {name: (base, instructions) for name, base, instructions in stages}
+
+    builder = " ".join(args for _, args in by_name["builder"][1])
+    assert "uv sync --frozen --no-dev" in builder and "uv.lock" in builder
+    assert "mlops-assets fetch-spark-jars" in " ".join(a for _, a in by_name["spark-jars"][1])
+
+    runtime_runs = " ".join(_inherited(stages, "runtime", "RUN"))
+    assert "openjdk-17-jre-headless" in runtime_runs
+    assert "COPY --from=builder /opt/venv /opt/venv" in [
+        f"COPY {a}" for a in _inherited(stages, "runtime", "COPY")
+    ]
+    assert any(
+        a.startswith("--from=spark-jars /opt/spark-jars")
+        for a in _inherited(stages, "runtime", "COPY")
+    )
+    env = " ".join(_inherited(stages, "runtime", "ENV"))
+    assert "MLOPS_SPARK_JARS_DIR=/opt/spark-jars" in env
+
+    for target in ("runtime", "gpu"):
+        users = _inherited(stages, target, "USER")
+        assert users and users[-1].split(":")[0] not in {"root", "0"}, target
+        assert "useradd" in " ".join(_inherited(stages, target, "RUN"))
+        cmd = json.loads(_inherited(stages, target, "CMD")[-1])
+        assert cmd[:3] == ["dagster", "api", "grpc"]
+        assert cmd[cmd.index("-m") + 1] == "mlops_assets.definitions"
+        assert cmd[cmd.index("-p") + 1] == "3030"
+        # run and step pods pass `dagster api execute_*` as args: the entrypoint must not
+        # prepend a command of its own
+        entrypoint = json.loads(_inherited(stages, target, "ENTRYPOINT")[-1])
+        assert "dagster" not in entrypoint
+    assert "tensorflow[and-cuda]" in " ".join(
+        _inherited(stages, "gpu", "RUN") + [a for _, a in by_name["builder-gpu"][1]]
+    )
+    assert "--from=builder-gpu /opt/venv /opt/venv" in _inherited(stages, "gpu", "COPY")
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for path in (".venv", ".git", ".mlops", ".tools", "mlops_assets_tests"):
+        assert path in ignored
+    for needed in ("mlops_assets", "pyproject.toml", "uv.lock", "README.md"):
+        assert needed not in ignored
+
+
+# ---------------------------------------------------------------- Compose
+
+
+def _compose_cli() -> list[str] | None:
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
+        return [docker, "compose"]
+    return None
+
+
+def test_compose_structure() -> None:
+    """Structural check (always runs; `docker compose config` below when the plugin exists)."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {
+        "postgres",
+        "minio",
+        "mlflow",
+        "mlops-assets",
+        "dagster-webserver",
+        "dagster-daemon",
+    } <= set(services)
+    code = services["mlops-assets"]
+    assert code["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert (DEPLOY / code["build"]["context"] / code["build"]["dockerfile"]).resolve() == (
+        DEPLOY / "Dockerfile"
+    )
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+        for config in service.get("configs", []):
+            assert config["source"] in compose["configs"], (name, config)
+        for volume in service.get("volumes", []):
+            assert volume.split(":")[0] in compose["volumes"], (name, volume)
+    assert "grpc_server" in compose["configs"]["workspace"]["content"]
+    assert "port: 3030" in compose["configs"]["workspace"]["content"]
+    instance = yaml.safe_load(compose["configs"]["dagster-instance"]["content"])
+    assert "postgres" in instance["storage"]
+    assert services["mlops-assets"]["environment"]["MLOPS_MLFLOW_TRACKING_URI"] == (
+        "http://mlflow:5000"
+    )
+    mlflow_args = " ".join(services["mlflow"]["command"])
+    assert "--backend-store-uri=postgresql" in mlflow_args
+    assert "--artifacts-destination=s3://" in mlflow_args
+
+
+@pytest.mark.skipif(_compose_cli() is None, reason="the docker compose plugin is not installed")
+def test_compose_config() -> None:
+    result = subprocess.run(
+        [*_compose_cli(), "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
