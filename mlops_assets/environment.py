@@ -25,10 +25,16 @@ from mlops_assets.settings import Settings
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Resources keyed by the names the assets ask for."""
     return {
-        "landing": LandingZone(uri=settings.resolved_landing_uri),
-        "label_landing": LandingZone(uri=settings.resolved_labels_uri),
+        "landing": LandingZone(
+            uri=settings.resolved_landing_uri, storage_options=settings.object_store_options
+        ),
+        "label_landing": LandingZone(
+            uri=settings.resolved_labels_uri, storage_options=settings.object_store_options
+        ),
         "lake": DeltaLake(
-            root_uri=settings.resolved_lake_uri, compression=settings.lake_compression
+            root_uri=settings.resolved_lake_uri,
+            compression=settings.lake_compression,
+            storage_options=settings.object_store_options,
         ),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.resolved_mlflow_tracking_uri,

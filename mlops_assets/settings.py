@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     labels_uri: str | None = Field(
         None, description="Landing zone of the late label deliveries; default <home>/labels."
     )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, LocalStack, moto); none: AWS itself."
+    )
+    s3_region: str | None = Field(
+        None, description="Region of the buckets; none: AWS_REGION or the SDK's default."
+    )
+    s3_allow_http: bool = Field(False, description="Allow a plain-HTTP S3 endpoint (tests only).")
     lake_compression: Literal["LZ4_RAW", "SNAPPY", "ZSTD", "UNCOMPRESSED"] = Field(
         "LZ4_RAW", description="Parquet codec of the Delta files the platform writes."
     )
@@ -174,6 +181,19 @@ class Settings(BaseSettings):
     @property
     def resolved_lake_uri(self) -> str:
         return self._under_home(self.lake_uri, "lake")
+
+    @property
+    def object_store_options(self) -> dict[str, str]:
+        """delta-rs / pyarrow storage options for s3:// locations. Credentials stay in the
+        standard AWS_* environment (or the pod's IAM role), never in settings."""
+        options: dict[str, str] = {}
+        if self.s3_endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
+        if self.s3_region:
+            options["AWS_REGION"] = self.s3_region
+        if self.s3_allow_http:
+            options["AWS_ALLOW_HTTP"] = "true"
+        return options
 
     @property
     def resolved_labels_uri(self) -> str:

@@ -14,6 +14,7 @@ pytest_plugins = [
     "mlops_assets_tests.mlflow_server",
     "mlops_assets_tests.postgres",
     "mlops_assets_tests.webhook",
+    "mlops_assets_tests.s3_server",
 ]
 
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 Level = Literal["ok", "warn", "error", "unknown"]
 
@@ -31,6 +30,9 @@ def day_performance(
     labels: np.ndarray, scores: np.ndarray, flagged: np.ndarray, scored_rows: int
 ) -> DayPerformance:
     """Metrics of one day; PR-AUC is NaN when the day has no fraud label (undefined)."""
+    # imported here: sklearn.metrics costs ~2 s, paid by every step process loading the code
+    from sklearn.metrics import average_precision_score, precision_score, recall_score
+
     fraud = int(labels.sum())
     return DayPerformance(
         labelled_rows=len(labels),

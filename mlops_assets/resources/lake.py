@@ -65,7 +65,12 @@ class DeltaLake(dg.ConfigurableResource):
     """
 
     root_uri: str
-    storage_options: dict[str, str] = Field(default_factory=dict)
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="delta-rs / object_store options of an object-store root, e.g. "
+        "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP "
+        "(empty: the standard AWS environment); reports are written with the same options.",
+    )
     compression: str = Field(
         "LZ4_RAW",
         description="Parquet compression of written files: LZ4_RAW (fast to write and read), "
@@ -82,7 +87,7 @@ class DeltaLake(dg.ConfigurableResource):
 
     def write_report(self, text: str, *parts: str) -> str:
         uri = self.report_uri(*parts)
-        write_text(uri, text)
+        write_text(uri, text, self.storage_options)
         return uri
 
     def _open(self, table: LakeTable, version: int | None = None) -> DeltaTable | None:

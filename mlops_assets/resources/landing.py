@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow.fs as pafs
+from pydantic import Field
 
 from mlops_assets.uris import filesystem, join_uri
 
@@ -30,9 +31,15 @@ class LandingZone(dg.ConfigurableResource):
     """
 
     uri: str
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Object-store options of an s3:// landing zone, with the keys the Delta "
+        "lake takes (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...); empty: the standard "
+        "AWS environment.",
+    )
 
     def list_files(self) -> list[LandingFile]:
-        fs, root = filesystem(self.uri)
+        fs, root = filesystem(self.uri, self.storage_options)
         selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
         files: list[LandingFile] = []
         for info in fs.get_file_info(selector):
@@ -54,6 +61,6 @@ class LandingZone(dg.ConfigurableResource):
         return sorted(files, key=lambda f: f.uri)
 
     def read_bytes(self, file: LandingFile) -> bytes:
-        fs, path = filesystem(file.uri)
+        fs, path = filesystem(file.uri, self.storage_options)
         with fs.open_input_stream(path) as stream:
             return stream.read()
