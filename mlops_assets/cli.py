@@ -193,6 +193,22 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mlops_assets.serve.app import create_app_from_settings
+
+    settings = load_settings()
+    host = args.host or settings.serve_host
+    port = args.port or settings.serve_port
+    print(
+        f"Serving {settings.model_name}@{settings.model_alias} on http://{host}:{port}", flush=True
+    )
+    # one worker per process: each holds its own model and history snapshot
+    uvicorn.run(create_app_from_settings(settings), host=host, port=port, workers=1)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("version", type=int, help="the model version to return to")
     roll.add_argument("--reason", default="", help="why (recorded with the rollback)")
     roll.set_defaults(handler=_rollback)
+
+    serve = commands.add_parser(
+        "serve", help="serve the champion over HTTP (/predict, /predict/batch, /metrics, /docs)"
+    )
+    serve.add_argument("--host", help="default MLOPS_SERVE_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default MLOPS_SERVE_PORT (8080)")
+    serve.set_defaults(handler=_serve)
 
     jars = commands.add_parser(
         "fetch-spark-jars", help="fetch the delta-spark jars with Maven into the local cache"

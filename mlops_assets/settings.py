@@ -120,6 +120,17 @@ class Settings(BaseSettings):
         True,
         description="Start the landing sensor and the automation sensor running by default.",
     )
+    serve_max_batch_size: int = Field(
+        1000, gt=0, description="Most transactions in one /predict/batch request."
+    )
+    serve_max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest request body the model service reads (413 above)."
+    )
+    serve_history_days: int = Field(
+        2, ge=1, description="Latest validated days the service holds as account history."
+    )
+    serve_host: str = Field("127.0.0.1", description="Address `mlops-assets serve` listens on.")
+    serve_port: int = Field(8080, gt=0, description="Port `mlops-assets serve` listens on.")
     feature_engine: Literal["duckdb", "spark"] = Field(
         "duckdb", description="Engine that runs the feature SQL: duckdb or spark."
     )
