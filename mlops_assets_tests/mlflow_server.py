@@ -39,6 +39,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 HOST = "127.0.0.1"
@@ -244,3 +245,37 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 def mlflow_server_uri(mlflow_server: MlflowServer) -> str:
     """The ``http://127.0.0.1:<port>`` tracking URI of the session's ``mlflow server``."""
     return mlflow_server.uri
+
+
+def tiny_model_asset(name: str, note: str) -> dg.AssetsDefinition:
+    """An asset that logs a small XGBoost model (params, a metric, a text artifact ``note`` at
+    ``notes/hello.txt``) in the MLflow run the resource opens; metadata: run id, model URI."""
+
+    @dg.asset(name=name, required_resource_keys={"mlflow_tracking"})
+    def tiny_model(context) -> dg.MaterializeResult:
+        import mlflow
+        import numpy as np
+        import xgboost as xgb
+        from mlflow.models import infer_signature
+
+        tracking = context.resources.mlflow_tracking
+        rng = np.random.default_rng(0)
+        features = rng.normal(size=(200, 3))
+        labels = (features[:, 0] + 0.1 * rng.normal(size=200) > 0).astype(int)
+        model = xgb.XGBClassifier(n_estimators=5, max_depth=2, n_jobs=1).fit(features, labels)
+        with tracking.start_run(context, run_name=name) as run:
+            mlflow.log_params({"n_estimators": 5, "max_depth": 2})
+            mlflow.log_metric("train_accuracy", float((model.predict(features) == labels).mean()))
+            mlflow.log_text(note, "notes/hello.txt")
+            # explicit requirements: no dependency inference (it would spawn a subprocess)
+            info = mlflow.xgboost.log_model(
+                model,
+                name="model",
+                pip_requirements=[f"xgboost=={xgb.__version__}"],
+                signature=infer_signature(features, model.predict(features)),
+            )
+        return dg.MaterializeResult(
+            metadata={"mlflow_run_id": run.info.run_id, "model_uri": info.model_uri}
+        )
+
+    return tiny_model

@@ -14,6 +14,7 @@ import pytest
 from mlops_assets.definitions import defs
 from mlops_assets.environment import build_resources
 from mlops_assets.settings import Settings
+from mlops_assets_tests.pipeline import TRAIN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ASSETS = {
@@ -21,27 +22,13 @@ EXPECTED_ASSETS = {
     "validated_transactions",
     "quarantined_transactions",
     "transaction_features",
-    "training_set",
-    "xgboost_tuning",
-    "mlp_tuning",
-    "xgboost_candidate",
-    "mlp_candidate",
-    "challenger_model",
-    "champion_model",
+    *TRAIN,
     "scored_transactions",
     "drift_report",
     "transaction_labels",
     "model_performance",
 }
-MODEL_ASSETS = (
-    "training_set",
-    "xgboost_tuning",
-    "mlp_tuning",
-    "xgboost_candidate",
-    "mlp_candidate",
-    "challenger_model",
-    "champion_model",
-)
+MODEL_ASSETS = TRAIN
 
 
 def specs() -> list[dg.AssetSpec]:

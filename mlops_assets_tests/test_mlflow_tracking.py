@@ -16,7 +16,10 @@ import pytest
 from mlflow.entities import Run
 
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
-from mlops_assets_tests.mlflow_server import MlflowServer  # fixtures come from conftest
+from mlops_assets_tests.mlflow_server import (  # fixtures come from conftest
+    MlflowServer,
+    tiny_model_asset,
+)
 
 DAGSTER_UI = "http://dagster.example:3000"
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
@@ -320,31 +323,7 @@ def test_parallel_steps_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
 # --- a real `mlflow server` over http --------------------------------------------------------
 
 
-@dg.asset
-def served_model(
-    context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking
-) -> dg.MaterializeResult:
-    import numpy as np
-    import xgboost as xgb
-    from mlflow.models import infer_signature
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(200, 3))
-    labels = (features[:, 0] + 0.1 * rng.normal(size=200) > 0).astype(int)
-    model = xgb.XGBClassifier(n_estimators=5, max_depth=2, n_jobs=1).fit(features, labels)
-    with mlflow_tracking.start_run(context, run_name="served_model") as run:
-        mlflow.log_params({"n_estimators": 5, "max_depth": 2})
-        mlflow.log_metric("train_accuracy", float((model.predict(features) == labels).mean()))
-        mlflow.log_text("hello from the resource", "notes/hello.txt")
-        info = mlflow.xgboost.log_model(
-            model,
-            name="model",
-            pip_requirements=[f"xgboost=={xgb.__version__}"],
-            signature=infer_signature(features, model.predict(features)),
-        )
-    return dg.MaterializeResult(
-        metadata={"mlflow_run_id": run.info.run_id, "model_uri": info.model_uri}
-    )
+served_model = tiny_model_asset("served_model", "hello from the resource")
 
 
 def test_against_a_real_mlflow_server(mlflow_server: MlflowServer, tmp_path: Path) -> None:

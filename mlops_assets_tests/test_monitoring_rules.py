@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,45 @@ def test_retraining_on_failing_performance_of_the_champion() -> None:
     recovered = [*bad, DayQuality(D[3], "ok", 0.8, "3")]
     assert not decide_retrain("3", [], recovered, 2).retrain
     assert not decide_retrain("4", [], bad, 2).retrain  # judged another model
+
+
+def test_the_label_sensor_requests_a_new_label_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import dagster as dg
+
+    from mlops_assets.datagen.labels import write_labels
+    from mlops_assets.definitions import ALL_ASSETS, build_definitions
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLOPS_LANDING_SETTLE_SECONDS", "0")
+    defs = build_definitions()
+    sensor = next(s for s in defs.sensors if s.name == "label_sensor")
+    labels_dir = tmp_path / "home" / "labels"
+    written = write_labels(D[2], GeneratorConfig(rows_per_day=200, seed=1), labels_dir)
+    (labels_dir / "notes.csv").write_text("not a label file\n")
+    os.utime(written, (0, 0))  # long settled
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate(cursor: str | None = None) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=instance, resources=defs.resources, cursor=cursor
+        )
+        return sensor(context)
+
+    first = evaluate()
+    (request,) = first.run_requests
+    assert request.partition_key == D[2].isoformat()
+    assert request.asset_selection == [dg.AssetKey("transaction_labels")]
+    assert evaluate(first.cursor).run_requests == []  # the cursor remembers the file
+    loaded = dg.materialize(
+        ALL_ASSETS,
+        selection=["transaction_labels"],
+        resources=defs.resources,
+        instance=instance,
+        partition_key=D[2].isoformat(),
+    )
+    assert loaded.success
+    assert evaluate().run_requests == []  # without a cursor: already loaded, same content

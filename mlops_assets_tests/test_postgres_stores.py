@@ -21,7 +21,7 @@ import pytest
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.optuna_storage import OptunaStorage
 from mlops_assets.train.tuning import open_study, redacted, run_study
-from mlops_assets_tests.mlflow_server import MlflowServer, running_mlflow_server
+from mlops_assets_tests.mlflow_server import MlflowServer, running_mlflow_server, tiny_model_asset
 from mlops_assets_tests.postgres import PostgresServer
 
 DAGSTER_UI = "http://dagster.example:3000"
@@ -190,29 +190,9 @@ def mlflow_on_postgres(
         yield server
 
 
-@dg.asset
-def registered_on_postgres(
-    context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking
-) -> dg.MaterializeResult:
-    """A small XGBoost model logged (params, metric, artifact, model) in the resource's run."""
-    import numpy as np
-    import xgboost as xgb
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(200, 3))
-    labels = (features[:, 0] + 0.1 * rng.normal(size=200) > 0).astype(int)
-    model = xgb.XGBClassifier(n_estimators=5, max_depth=2, n_jobs=1).fit(features, labels)
-    with mlflow_tracking.start_run(context, run_name="registered_on_postgres") as run:
-        mlflow.log_params({"n_estimators": 5, "max_depth": 2})
-        mlflow.log_metric("train_accuracy", float((model.predict(features) == labels).mean()))
-        mlflow.log_text("stored via a Postgres-backed server", "notes/hello.txt")
-        # explicit requirements: no dependency inference (it would spawn a subprocess)
-        info = mlflow.xgboost.log_model(
-            model, name="model", pip_requirements=[f"xgboost=={xgb.__version__}"]
-        )
-    return dg.MaterializeResult(
-        metadata={"mlflow_run_id": run.info.run_id, "model_uri": info.model_uri}
-    )
+registered_on_postgres = tiny_model_asset(
+    "registered_on_postgres", "stored via a Postgres-backed server"
+)
 
 
 def test_mlflow_tracking_and_registry_on_postgres(

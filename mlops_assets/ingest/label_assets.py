@@ -1,15 +1,14 @@
 """The ``transaction_labels`` asset and the label sensor: fraud labels delivered days later."""
 
 import json
-import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
 from mlops_assets.ingest.delivery import DeliveryError, content_digest
 from mlops_assets.ingest.labels import label_files_for, parse_labels
-from mlops_assets.ingest.landing_scan import load_cursor, scan
+from mlops_assets.ingest.sensors import SOURCE_DIGESTS, already_loaded, scan_zone
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
@@ -17,7 +16,6 @@ from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.tables import TRANSACTION_LABELS
 
 LABELS = dg.AssetKey("transaction_labels")
-SOURCE_DIGESTS = "source_digests"
 
 
 @dg.asset(
@@ -81,33 +79,11 @@ def transaction_labels(
     )
 
 
-def _already_loaded(instance: dg.DagsterInstance, day: date, uri: str, digest: str) -> bool:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=LABELS, asset_partitions=[day.isoformat()]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return False
-    digests = records[0].asset_materialization.metadata.get(SOURCE_DIGESTS)
-    return digests is not None and digests.value.get(uri) == digest
-
-
 def label_sensor(
     context: dg.SensorEvaluationContext, label_landing: LandingZone, policy: PipelinePolicy
 ) -> dg.SensorResult:
-    first = date.fromisoformat(daily_partitions.get_first_partition_key())
-    last_key = daily_partitions.get_last_partition_key()
-    result = scan(
-        files=[f for f in label_landing.list_files() if f.name.startswith("labels_")],
-        previous=load_cursor(json.loads(context.cursor) if context.cursor else None),
-        read=label_landing.read_bytes,
-        now_ns=time.time_ns(),
-        settle_seconds=policy.landing_settle_seconds,
-        first_day=first,
-        last_day=date.fromisoformat(last_key) if last_key else None,
-        epoch=policy.epoch,
-    )
-    for note in result.notes:
-        context.log.info(note)
+    files = [f for f in label_landing.list_files() if f.name.startswith("labels_")]
+    result = scan_zone(context, label_landing, policy, files)
     requests = [
         dg.RunRequest(
             run_key=f"labels:{request.run_key}",
@@ -116,7 +92,7 @@ def label_sensor(
             tags={"mlops/label_file": request.uri},
         )
         for request in result.requests
-        if not _already_loaded(context.instance, request.day, request.uri, request.digest)
+        if not already_loaded(context.instance, LABELS, request)
     ]
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(result.cursor()))
 

@@ -7,18 +7,21 @@ from datetime import date
 import dagster as dg
 
 from mlops_assets.ingest.assets import SOURCE_DIGESTS, raw_transactions
-from mlops_assets.ingest.landing_scan import DayRequest, load_cursor, scan
+from mlops_assets.ingest.landing_scan import DayRequest, ScanResult, load_cursor, scan
 from mlops_assets.partitions import daily_partitions
-from mlops_assets.resources.landing import LandingZone
+from mlops_assets.resources.landing import LandingFile, LandingZone
 from mlops_assets.resources.policy import PipelinePolicy
 
 RAW = dg.AssetKey("raw_transactions")
 
 
-def _already_ingested(instance: dg.DagsterInstance, request: DayRequest) -> bool:
-    """True when the day's latest raw materialization read this exact file content."""
+def already_loaded(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, request: DayRequest
+) -> bool:
+    """True when the day's latest materialization of ``asset_key`` read this exact file
+    content (its ``source_digests`` metadata holds the file's digest)."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=RAW, asset_partitions=[request.day.isoformat()]),
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[request.day.isoformat()]),
         limit=1,
     ).records
     if not records or records[0].asset_materialization is None:
@@ -27,15 +30,19 @@ def _already_ingested(instance: dg.DagsterInstance, request: DayRequest) -> bool
     return digests is not None and digests.value.get(request.uri) == request.digest
 
 
-def landing_sensor(
-    context: dg.SensorEvaluationContext, landing: LandingZone, policy: PipelinePolicy
-) -> dg.SensorResult:
+def scan_zone(
+    context: dg.SensorEvaluationContext,
+    zone: LandingZone,
+    policy: PipelinePolicy,
+    files: list[LandingFile] | None = None,
+) -> ScanResult:
+    """Scan a landing zone against the sensor's cursor; the scan's notes go to the sensor log."""
     first = date.fromisoformat(daily_partitions.get_first_partition_key())
     last_key = daily_partitions.get_last_partition_key()
     result = scan(
-        files=landing.list_files(),
+        files=zone.list_files() if files is None else files,
         previous=load_cursor(json.loads(context.cursor) if context.cursor else None),
-        read=landing.read_bytes,
+        read=zone.read_bytes,
         now_ns=time.time_ns(),
         settle_seconds=policy.landing_settle_seconds,
         first_day=first,
@@ -44,9 +51,16 @@ def landing_sensor(
     )
     for note in result.notes:
         context.log.info(note)
+    return result
+
+
+def landing_sensor(
+    context: dg.SensorEvaluationContext, landing: LandingZone, policy: PipelinePolicy
+) -> dg.SensorResult:
+    result = scan_zone(context, landing, policy)
     requests = []
     for request in result.requests:
-        if _already_ingested(context.instance, request):
+        if already_loaded(context.instance, RAW, request):
             context.log.info(f"{request.uri}: already ingested for {request.day}")
             continue
         context.log.info(f"{request.uri}: requesting raw_transactions for {request.day}")

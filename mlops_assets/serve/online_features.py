@@ -26,19 +26,12 @@ import pyarrow.compute as pc
 
 from mlops_assets.features.definition import INPUT_COLUMNS, LOOKBACK_SECONDS
 from mlops_assets.features.duckdb_engine import compute_features_duckdb
+from mlops_assets.paysim import PAYSIM_COLUMNS
 from mlops_assets.validate.contract import TransactionContract
 
 #: The fields of a request transaction (``transaction_id`` is optional).
 REQUEST_FIELDS: tuple[str, ...] = (
-    "step",
-    "type",
-    "amount",
-    "nameOrig",
-    "oldbalanceOrg",
-    "newbalanceOrig",
-    "nameDest",
-    "oldbalanceDest",
-    "newbalanceDest",
+    *(c for c in PAYSIM_COLUMNS if c not in ("isFraud", "isFlaggedFraud")),
     "timestamp",
 )
 _INTEGER_FIELDS = ("step",)
