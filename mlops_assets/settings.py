@@ -129,6 +129,35 @@ class Settings(BaseSettings):
     serve_history_days: int = Field(
         2, ge=1, description="Latest validated days the service holds as account history."
     )
+    serve_refresh_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often the model service polls the alias and the validated table "
+        "(0: only on POST /reload).",
+    )
+    serve_log_predictions: bool = Field(
+        True, description="Append every served prediction to the served_predictions table."
+    )
+    serve_log_flush_seconds: float = Field(
+        5.0, gt=0, description="Longest wait before the prediction log writes a micro-batch."
+    )
+    serve_log_flush_rows: int = Field(
+        5000, gt=0, description="Predictions that make the prediction log write at once."
+    )
+    serve_log_max_pending_rows: int = Field(
+        100_000,
+        gt=0,
+        description="Unwritten predictions kept while the lake is unreachable (oldest dropped "
+        "beyond).",
+    )
+    serve_shadow: bool = Field(
+        False,
+        description="Shadow mode: the shadow alias also scores every request, off the request "
+        "path, and its scores are logged beside the champion's.",
+    )
+    serve_shadow_alias: str = Field(
+        "challenger", description="Alias of the model that scores in shadow mode."
+    )
     serve_host: str = Field("127.0.0.1", description="Address `mlops-assets serve` listens on.")
     serve_port: int = Field(8080, gt=0, description="Port `mlops-assets serve` listens on.")
     feature_engine: Literal["duckdb", "spark"] = Field(

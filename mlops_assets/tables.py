@@ -25,6 +25,8 @@ QUARANTINED_TRANSACTIONS = LakeTable("silver", "quarantined_transactions")
 TRANSACTION_FEATURES = LakeTable("gold", "transaction_features")
 SCORED_TRANSACTIONS = LakeTable("gold", "scored_transactions")
 TRANSACTION_LABELS = LakeTable("silver", "transaction_labels")
+#: Written by the online model service, not by an asset.
+SERVED_PREDICTIONS = LakeTable("gold", "served_predictions")
 
 ALL_TABLES = (
     RAW_TRANSACTIONS,
@@ -33,4 +35,5 @@ ALL_TABLES = (
     TRANSACTION_FEATURES,
     SCORED_TRANSACTIONS,
     TRANSACTION_LABELS,
+    SERVED_PREDICTIONS,
 )

@@ -19,12 +19,31 @@ def with_event_seconds(validated: pa.Table) -> pa.Table:
 
 
 def compute_features_duckdb(
-    validated: pa.Table, first: date, last: date | None = None, threads: int | None = None
+    validated: pa.Table,
+    first: date,
+    last: date | None = None,
+    threads: int | None = None,
+    connection: duckdb.DuckDBPyConnection | None = None,
 ) -> pa.Table:
-    """Features of ``first``..``last`` from their validated rows and the day before's."""
+    """Features of ``first``..``last`` from their validated rows and the day before's.
+
+    A new in-memory database is opened per call unless ``connection`` is given (opening one
+    costs about 13 ms: the online service keeps one per scoring thread).
+    """
+    if connection is not None:
+        return _run(connection, validated, first, last)
     connection = duckdb.connect(config={"threads": threads} if threads else {})
     try:
-        connection.register("transactions", with_event_seconds(validated))
-        return connection.sql(feature_sql(first, last)).to_arrow_table()
+        return _run(connection, validated, first, last)
     finally:
         connection.close()
+
+
+def _run(
+    connection: duckdb.DuckDBPyConnection, validated: pa.Table, first: date, last: date | None
+) -> pa.Table:
+    connection.register("transactions", with_event_seconds(validated))
+    try:
+        return connection.sql(feature_sql(first, last)).to_arrow_table()
+    finally:
+        connection.unregister("transactions")

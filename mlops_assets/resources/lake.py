@@ -213,6 +213,26 @@ class DeltaLake(dg.ConfigurableResource):
             operation_metrics=dict(last_commit.get("operationMetrics", {})),
         )
 
+    def append(self, table: LakeTable, data: pa.Table) -> int:
+        """Append rows (carrying their ``txn_date``) in one Delta commit; returns the version.
+
+        Appends never conflict with each other, so several writers (service replicas) can
+        append to one table at once.
+        """
+        if PARTITION_COLUMN not in data.column_names:
+            raise ValueError(f"rows appended to {table.path} need a {PARTITION_COLUMN} column")
+        uri = self.table_uri(table)
+        write_deltalake(
+            uri,
+            data,
+            mode="append",
+            partition_by=[PARTITION_COLUMN],
+            schema_mode="merge",
+            writer_properties=WriterProperties(compression=self.compression),
+            storage_options=self.storage_options or None,
+        )
+        return DeltaTable(uri, storage_options=self.storage_options or None).version()
+
     def history(self, table: LakeTable, limit: int = 20) -> list[dict[str, Any]]:
         """The table's latest commits (version, time, operation, parameters, metrics)."""
         delta = self._open(table)

@@ -4,10 +4,16 @@
 features computed by the batch feature SQL over the history snapshot and the champion's
 threshold. ``/health``, ``/ready``, ``/model-info``, ``POST /reload`` and ``/metrics``
 (Prometheus) operate it.
+
+Requests are scored by one scoring thread in passes (``scoring.py``); every prediction is
+appended to the ``served_predictions`` Delta table in micro-batches (``prediction_log.py``); in
+shadow mode the challenger scores the same rows off the request path (``shadow.py``); a thread
+polls the alias and the validated table every ``refresh_seconds`` (``refresh.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -30,14 +37,19 @@ from prometheus_client import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from mlops_assets.serve.model_holder import LoadedModel, ModelHolder
+from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.online_features import (
     ContractViolation,
     HistorySnapshot,
     OnlineFeatures,
     load_history,
     parse_transaction,
+    request_ids,
 )
+from mlops_assets.serve.prediction_log import PredictionLog, ServedRecord
+from mlops_assets.serve.refresh import PeriodicRefresh
+from mlops_assets.serve.scoring import NotReady, Scored, ScoringWorker
+from mlops_assets.serve.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
 _KNOWN_PATHS = {
@@ -61,6 +73,12 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     history_days: int = 2
     load_on_startup: bool = True
+    refresh_seconds: float = 60.0  # 0: no polling (POST /reload only)
+    log_flush_rows: int = 5000
+    log_flush_seconds: float = 5.0
+    log_max_pending_rows: int = 100_000
+    shadow: bool = False
+    shadow_alias: str = "challenger"
 
 
 class _Metrics:
@@ -105,19 +123,52 @@ class _Metrics:
             "Rows in the account-history snapshot.",
             registry=self.registry,
         )
+        self.logged = Counter(
+            "mlops_serve_prediction_log_rows",
+            "Predictions handled by the prediction log, by outcome (written, dropped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.log_pending = Gauge(
+            "mlops_serve_prediction_log_pending_rows",
+            "Predictions waiting for the next micro-batch write.",
+            registry=self.registry,
+        )
+        self.shadow_rows = Counter(
+            "mlops_serve_shadow_rows",
+            "Rows the shadow model scored (compared) or could not score (skipped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.shadow_disagreements = Counter(
+            "mlops_serve_shadow_disagreements",
+            "Rows where the shadow model's decision differs from the served one.",
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "mlops_serve_scoring_pass_requests",
+            "Requests scored together in one pass of the scoring thread.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
 
 
 class ServiceState:
-    """What the app holds: the model, the features over the history snapshot, the metrics."""
+    """What the app holds: the model(s), the features over the history snapshot, the scoring
+    thread, the prediction log, the shadow scorer and the metrics."""
 
     def __init__(
         self,
         holder: ModelHolder,
         history_loader: Callable[[], HistorySnapshot],
         config: ServeConfig,
+        history_version: Callable[[], int | None] | None = None,
+        log_writer: Callable[[pa.Table], int | None] | None = None,
+        shadow_holder: ModelHolder | None = None,
     ) -> None:
         self.holder = holder
         self.history_loader = history_loader
+        self.history_version = history_version
         self.features = OnlineFeatures()
         self.config = config
         self.metrics = _Metrics()
@@ -125,7 +176,82 @@ class ServiceState:
         self.history_error: str | None = None
         self.history_loaded = False
         self._history_lock = threading.Lock()
+        metrics = self.metrics
+        self.log = (
+            PredictionLog(
+                log_writer,
+                flush_rows=config.log_flush_rows,
+                flush_seconds=config.log_flush_seconds,
+                max_pending_rows=config.log_max_pending_rows,
+                on_written=lambda rows: metrics.logged.labels("written").inc(rows),
+                on_dropped=lambda rows: metrics.logged.labels("dropped").inc(rows),
+            )
+            if log_writer is not None
+            else None
+        )
+        metrics.log_pending.set_function(lambda: self.log.pending_rows if self.log else 0)
+        self.shadow_holder = shadow_holder if config.shadow else None
+        self.shadow = (
+            ShadowScorer(
+                self.shadow_holder,
+                self._to_log,
+                on_compared=self._shadow_compared,
+                on_skipped=lambda rows: metrics.shadow_rows.labels("skipped").inc(rows),
+            )
+            if self.shadow_holder is not None
+            else None
+        )
+        if self.shadow_holder is not None:
+            metrics.model_version.labels(config.model_name, config.shadow_alias).set(0)
+        self.worker = ScoringWorker(
+            holder, self.features, max_rows=config.max_batch_size, on_scored=self._on_scored
+        )
+        self.refresher = (
+            PeriodicRefresh(self.poll, config.refresh_seconds)
+            if config.refresh_seconds > 0
+            else None
+        )
 
+    # --- life cycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.worker.start()
+        if self.config.load_on_startup:
+            self.refresh_history()
+            self.reload_model()
+        if self.log is not None:
+            self.log.start()
+        if self.shadow is not None:
+            self.shadow.start()
+        if self.refresher is not None:
+            self.refresher.start()
+
+    def stop(self) -> None:
+        """Stop polling, score what is queued, let the shadow finish, write the log."""
+        if self.refresher is not None:
+            self.refresher.stop()
+        self.worker.stop()
+        if self.shadow is not None:
+            self.shadow.stop()
+        if self.log is not None:
+            self.log.stop()
+
+    # --- scored requests go to the shadow, then the log -----------------------------------
+    def _on_scored(self, scored: list[Scored]) -> None:
+        self.metrics.batch_size.observe(len(scored))
+        if self.shadow is not None:
+            self.shadow.submit(scored)
+        else:
+            self._to_log([ServedRecord(s) for s in scored])
+
+    def _to_log(self, records: list[ServedRecord]) -> None:
+        if self.log is not None:
+            self.log.add(records)
+
+    def _shadow_compared(self, rows: int, disagreements: int) -> None:
+        self.metrics.shadow_rows.labels("compared").inc(rows)
+        self.metrics.shadow_disagreements.inc(disagreements)
+
+    # --- history and models ---------------------------------------------------------------
     def refresh_history(self) -> dict[str, Any]:
         with self._history_lock:
             try:
@@ -158,36 +284,75 @@ class ServiceState:
             self.metrics.model_version.labels(self.config.model_name, self.config.model_alias).set(
                 int(current.version)
             )
+        if outcome.changed:
+            log.info(
+                "serving %s v%s (was v%s)",
+                self.holder.name,
+                outcome.version,
+                outcome.previous_version,
+            )
+        elif not outcome.ok:
+            log.error(
+                "reload of %s@%s failed, v%s keeps serving: %s",
+                self.holder.name,
+                self.holder.alias,
+                outcome.previous_version,
+                outcome.error,
+            )
+        result = outcome.as_dict()
+        if self.shadow_holder is not None:
+            result["shadow"] = self.reload_shadow(force)
+        return result
+
+    def reload_shadow(self, force: bool = False) -> dict[str, Any]:
+        assert self.shadow_holder is not None
+        outcome = self.shadow_holder.reload(force=force)
+        current = self.shadow_holder.current
+        if current is not None:
+            self.metrics.model_version.labels(self.config.model_name, self.config.shadow_alias).set(
+                int(current.version)
+            )
+        if outcome.changed:
+            log.info(
+                "shadow %s@%s is v%s",
+                self.shadow_holder.name,
+                self.shadow_holder.alias,
+                outcome.version,
+            )
         return outcome.as_dict()
 
-    def score(self, rows: list[dict[str, Any]]) -> tuple[LoadedModel, list[dict[str, Any]]]:
-        loaded = self.holder.current  # this request keeps this model whatever reloads do
-        if loaded is None:
-            raise _NotReady
-        features = self.features.compute(rows)
-        raw = np.asarray(loaded.scorer(features))
-        # decide as batch does: in the scorer's own dtype (float32 for the MLP)
-        decisions = raw >= loaded.threshold
-        scores = raw.astype(np.float64)
-        predictions = []
-        for transaction_id, row, score, decision in zip(
-            features["transaction_id"], rows, scores, decisions, strict=True
-        ):
-            flagged = bool(decision)
-            self.metrics.scores.observe(float(score))
-            self.metrics.predictions.labels("fraud" if flagged else "legit").inc()
-            predictions.append(
-                {
-                    "transaction_id": row.get("transaction_id") or transaction_id,
-                    "fraud_score": float(score),
-                    "is_fraud_predicted": flagged,
-                }
-            )
-        return loaded, predictions
+    def poll(self) -> None:
+        """One scheduled round: a newer validated table refreshes the history snapshot, and a
+        moved alias swaps the model (both cheap when nothing changed)."""
+        if self.history_version is not None:
+            version = self.history_version()
+            if version is not None and version != self.features.history.delta_version:
+                outcome = self.refresh_history()
+                log.info("history snapshot refreshed to Delta version %s: %s", version, outcome)
+        self.reload_model()
 
-
-class _NotReady(Exception):
-    pass
+    def info(self) -> dict[str, Any]:
+        """What /model-info adds about the shadow and the prediction log."""
+        shadow = None
+        if self.shadow_holder is not None:
+            current = self.shadow_holder.current
+            shadow = {
+                "alias": self.shadow_holder.alias,
+                "version": current.version if current else None,
+                "error": self.shadow_holder.last_error,
+                "compared_rows": self.shadow.compared_rows if self.shadow else 0,
+                "skipped_rows": self.shadow.skipped_rows if self.shadow else 0,
+            }
+        prediction_log = None
+        if self.log is not None:
+            prediction_log = {
+                "written_rows": self.log.written_rows,
+                "pending_rows": self.log.pending_rows,
+                "dropped_rows": self.log.dropped_rows,
+                "last_version": self.log.last_version,
+                "last_error": self.log.last_error,
+            }
+        return {"shadow": shadow, "prediction_log": prediction_log}
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -198,17 +363,23 @@ def create_app(
     holder: ModelHolder,
     history_loader: Callable[[], HistorySnapshot],
     config: ServeConfig | None = None,
+    history_version: Callable[[], int | None] | None = None,
+    log_writer: Callable[[pa.Table], int | None] | None = None,
+    shadow_holder: ModelHolder | None = None,
 ) -> FastAPI:
-    """The service over a model holder and a history loader (called at start and on reload)."""
+    """The service over a model holder and a history loader (called at start, on reload and
+    when ``history_version`` moves); ``log_writer`` appends the prediction log's micro-batches
+    (none: no log); ``shadow_holder`` holds the shadow model when ``config.shadow`` is on."""
     config = config or ServeConfig()
-    state = ServiceState(holder, history_loader, config)
+    state = ServiceState(holder, history_loader, config, history_version, log_writer, shadow_holder)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if config.load_on_startup:
-            await run_in_threadpool(state.refresh_history)
-            await run_in_threadpool(state.reload_model)
-        yield
+        await run_in_threadpool(state.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.stop)
 
     app = FastAPI(title="mlops_assets fraud scoring", lifespan=lifespan)
     app.state.service = state
@@ -273,13 +444,24 @@ def create_app(
                 rows = [parse_transaction(item, i) for i, item in enumerate(items)]
             else:
                 rows = [parse_transaction(payload)]
-            loaded, predictions = await run_in_threadpool(state.score, rows)
+            for row, transaction_id in zip(rows, request_ids(rows), strict=True):
+                row["transaction_id"] = transaction_id
+            scored = await asyncio.wrap_future(
+                state.worker.submit(rows, "predict/batch" if batch else "predict")
+            )
         except _BodyTooLarge:
             return _error(413, f"request body over {config.max_body_bytes} bytes")
         except ContractViolation as violation:
             return JSONResponse(status_code=422, content={"detail": violation.detail()})
-        except _NotReady:
+        except NotReady:
             return _error(503, "no model loaded", error=state.holder.last_error)
+        predictions = scored.predictions()
+        for prediction in predictions:
+            state.metrics.scores.observe(prediction["fraud_score"])
+            state.metrics.predictions.labels(
+                "fraud" if prediction["is_fraud_predicted"] else "legit"
+            ).inc()
+        loaded = scored.model
         common = {
             "model_name": loaded.model.name,
             "model_version": int(loaded.version),
@@ -329,6 +511,7 @@ def create_app(
                 else None,
                 "last_error": state.holder.last_error,
                 "history": state.history_info(),
+                **state.info(),
             }
         )
 
@@ -355,12 +538,25 @@ class _BodyTooLarge(Exception):
 
 
 def create_app_from_resources(
-    lake: Any, mlflow_tracking: Any, config: ServeConfig | None = None
+    lake: Any, mlflow_tracking: Any, config: ServeConfig | None = None, log_predictions: bool = True
 ) -> FastAPI:
-    """The service over the project's ``DeltaLake`` and ``MlflowTracking`` resources."""
+    """The service over the project's ``DeltaLake`` and ``MlflowTracking`` resources: the
+    history from ``validated_transactions``, the prediction log in ``served_predictions``."""
+    from mlops_assets.tables import SERVED_PREDICTIONS, VALIDATED_TRANSACTIONS
+
     config = config or ServeConfig()
     holder = ModelHolder(mlflow_tracking.client, config.model_name, config.model_alias)
-    return create_app(holder, lambda: load_history(lake, config.history_days), config)
+    shadow = ModelHolder(mlflow_tracking.client, config.model_name, config.shadow_alias)
+    return create_app(
+        holder,
+        lambda: load_history(lake, config.history_days),
+        config,
+        history_version=lambda: lake.version(VALIDATED_TRANSACTIONS),
+        log_writer=(lambda table: lake.append(SERVED_PREDICTIONS, table))
+        if log_predictions
+        else None,
+        shadow_holder=shadow if config.shadow else None,
+    )
 
 
 def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
@@ -376,6 +572,17 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "max_batch_size": settings.serve_max_batch_size,
         "max_body_bytes": settings.serve_max_body_bytes,
         "history_days": settings.serve_history_days,
+        "refresh_seconds": settings.serve_refresh_seconds,
+        "log_flush_rows": settings.serve_log_flush_rows,
+        "log_flush_seconds": settings.serve_log_flush_seconds,
+        "log_max_pending_rows": settings.serve_log_max_pending_rows,
+        "shadow": settings.serve_shadow,
+        "shadow_alias": settings.serve_shadow_alias,
     }
     config = ServeConfig(**{**values, **overrides})
-    return create_app_from_resources(resources["lake"], resources["mlflow_tracking"], config)
+    return create_app_from_resources(
+        resources["lake"],
+        resources["mlflow_tracking"],
+        config,
+        log_predictions=settings.serve_log_predictions,
+    )

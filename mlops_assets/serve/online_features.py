@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -242,23 +242,46 @@ def load_history(lake: Any, days: int = 2) -> HistorySnapshot:
 
 
 class OnlineFeatures:
-    """Computes request features over the current history snapshot (swappable at any time)."""
+    """Computes request features over the current history snapshot (swappable at any time).
+
+    Not thread-safe: one scoring thread owns it (it keeps its DuckDB connection open, since
+    opening one per request would cost more than the query).
+    """
 
     def __init__(self, history: HistorySnapshot | None = None) -> None:
         self._history = history or HistorySnapshot.empty()
-        self._lock = threading.Lock()
+        self._connection: duckdb.DuckDBPyConnection | None = None
 
     @property
     def history(self) -> HistorySnapshot:
         return self._history
 
     def replace_history(self, history: HistorySnapshot) -> None:
-        with self._lock:
-            self._history = history
+        self._history = history  # one reference swap: a computation in flight keeps the old
 
     def compute(self, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         """Feature rows (``transaction_features`` columns) for parsed request rows, in order."""
-        return features_for(rows, self._history)
+        return self.compute_groups([rows])[0]
+
+    def compute_groups(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[pd.DataFrame]:
+        """Features of several independent requests in one query (see ``features_for_groups``)."""
+        if self._connection is None:
+            self._connection = duckdb.connect(config={"threads": 1})
+        return features_for_groups(groups, self._history, self._connection)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def request_ids(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The request's transaction ids (generated where absent); ``ContractViolation`` when one
+    repeats within the request."""
+    ids = [row.get("transaction_id") or f"online:{uuid.uuid4().hex}" for row in rows]
+    if len(set(ids)) != len(ids):
+        raise ContractViolation("transaction_id", "unique within a request")
+    return ids
 
 
 def _request_table(rows: Sequence[dict[str, Any]], ids: list[str]) -> pa.Table:
@@ -271,38 +294,89 @@ def _request_table(rows: Sequence[dict[str, Any]], ids: list[str]) -> pa.Table:
     return pa.table({name: columns[name] for name in HISTORY_SCHEMA.names}, schema=HISTORY_SCHEMA)
 
 
-def features_for(rows: Sequence[dict[str, Any]], history: HistorySnapshot) -> pd.DataFrame:
-    """Features of the request rows from the history rows of their accounts within
-    [t - 24h, t) and the request rows themselves, through the batch feature SQL."""
-    if not rows:
-        raise ValueError("no transactions")
-    ids = [row.get("transaction_id") or f"online:{uuid.uuid4().hex}" for row in rows]
-    if len(set(ids)) != len(ids):
-        raise ContractViolation("transaction_id", "unique within a request")
-    request = _request_table(rows, ids)
+def _history_of(
+    rows: Sequence[dict[str, Any]], ids: list[str], history: HistorySnapshot
+) -> pa.Table:
+    """History rows of the request's accounts within [first t - 24h, last t), replays excluded."""
     times = [int(row["timestamp"].timestamp()) for row in rows]
     low, high = min(times) - LOOKBACK_SECONDS, max(times)
     candidates = [history.by_orig.get(row["nameOrig"]) for row in rows] + [
         history.by_dest.get(row["nameDest"]) for row in rows
     ]
     found = [c for c in candidates if c is not None]
-    if found:
-        indices = np.unique(np.concatenate(found))
-        seconds = history.seconds[indices]
-        indices = indices[(seconds >= low) & (seconds < high)]
-        past = history.table.take(pa.array(indices, pa.int64()))
-        # a replayed transaction is the request row, not also a history row
-        past = past.filter(pc.invert(pc.is_in(past.column("transaction_id"), pa.array(ids))))
-        inputs = pa.concat_tables([past, request])
-    else:
-        inputs = request
-    days = [row["timestamp"].date() for row in rows]
-    features = compute_features_duckdb(inputs, min(days), max(days), threads=1)
-    features = features.filter(pc.is_in(features.column("transaction_id"), pa.array(ids)))
-    frame = features.to_pandas()
-    order = {transaction_id: i for i, transaction_id in enumerate(ids)}
-    frame = frame.iloc[np.argsort(frame["transaction_id"].map(order).to_numpy())]
-    return frame.reset_index(drop=True)
+    if not found:
+        return HISTORY_SCHEMA.empty_table()
+    indices = np.unique(np.concatenate(found))
+    seconds = history.seconds[indices]
+    indices = indices[(seconds >= low) & (seconds < high)]
+    past = history.table.take(pa.array(indices, pa.int64()))
+    # a replayed transaction is the request row, not also a history row
+    return past.filter(pc.invert(pc.is_in(past.column("transaction_id"), pa.array(ids))))
+
+
+_ISOLATED = ("transaction_id", "nameOrig", "nameDest")
+
+
+def _isolate(table: pa.Table, group: int) -> pa.Table:
+    """Prefix the id and the account names with the group's number, so that the windows
+    (partitioned by account) of one request never see another request's rows."""
+    prefix = pa.scalar(f"{group}|")
+    for name in _ISOLATED:
+        index = table.column_names.index(name)
+        joined = pc.binary_join_element_wise(prefix, table.column(name), "")
+        table = table.set_column(index, name, joined)
+    return table
+
+
+def features_for_groups(
+    groups: Sequence[Sequence[dict[str, Any]]],
+    history: HistorySnapshot,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> list[pd.DataFrame]:
+    """Features of independent requests (each a list of parsed rows), in one run of the batch
+    feature SQL.
+
+    Each request's rows see the history rows of their accounts from the 24 hours before them
+    and the request's own rows, exactly as batch scoring sees a day; requests never see each
+    other (their ids and account names are prefixed apart, then restored).
+    """
+    if not groups or not all(groups):
+        raise ValueError("no transactions")
+    parts: list[pa.Table] = []
+    ids_of: list[list[str]] = []
+    for number, rows in enumerate(groups):
+        ids = request_ids(rows)
+        ids_of.append(ids)
+        parts += [
+            _isolate(_history_of(rows, ids, history), number),
+            _isolate(_request_table(rows, ids), number),
+        ]
+    days = [row["timestamp"].date() for rows in groups for row in rows]
+    wanted = [f"{number}|{i}" for number, ids in enumerate(ids_of) for i in ids]
+    features = compute_features_duckdb(
+        pa.concat_tables(parts), min(days), max(days), threads=1, connection=connection
+    )
+    features = features.filter(pc.is_in(features.column("transaction_id"), pa.array(wanted)))
+    if features.num_rows != len(wanted):
+        raise RuntimeError(f"feature query returned {features.num_rows} of {len(wanted)} rows")
+    position = {key: i for i, key in enumerate(wanted)}
+    order = np.argsort([position[key] for key in features.column("transaction_id").to_pylist()])
+    frame = features.take(pa.array(order, pa.int64())).to_pandas()
+    originals = [row for rows in groups for row in rows]
+    frame["transaction_id"] = [i for ids in ids_of for i in ids]
+    frame["nameOrig"] = [row["nameOrig"] for row in originals]
+    frame["nameDest"] = [row["nameDest"] for row in originals]
+    results = []
+    start = 0
+    for rows in groups:
+        results.append(frame.iloc[start : start + len(rows)].reset_index(drop=True))
+        start += len(rows)
+    return results
+
+
+def features_for(rows: Sequence[dict[str, Any]], history: HistorySnapshot) -> pd.DataFrame:
+    """Features of one request's rows (see ``features_for_groups``)."""
+    return features_for_groups([rows], history)[0]
 
 
 __all__ = [
@@ -310,6 +384,8 @@ __all__ = [
     "HistorySnapshot",
     "OnlineFeatures",
     "features_for",
+    "features_for_groups",
     "load_history",
     "parse_transaction",
+    "request_ids",
 ]
