@@ -82,8 +82,10 @@ def _secret(variable: str, value: str | None) -> Any:
 
 
 def spark_config(settings: Settings) -> dict[str, str]:
-    """Spark configuration for the settings: master or Connect address, Delta, local tuning."""
+    """Spark configuration for the settings: master or Connect address, Delta, local tuning,
+    and S3A (``spark.hadoop.fs.s3a.*``, its jars) only when the lake is on S3."""
     from mlops_assets.resources.spark_jars import cached_jars, delta_package
+    from mlops_assets.resources.spark_s3 import on_s3, s3a_spark_config
 
     if settings.spark_master.startswith("sc://"):
         # a Connect server owns its static configuration (Delta extension, jars, UI)
@@ -111,6 +113,8 @@ def spark_config(settings: Settings) -> dict[str, str]:
         config["spark.databricks.delta.snapshotPartitions"] = "2"
         config["spark.ui.enabled"] = "false"
         config["spark.driver.memory"] = "4g"
+    if on_s3(settings.resolved_lake_uri):
+        config.update(s3a_spark_config(settings))
     config.update(settings.spark_conf)
     return config
 
@@ -122,5 +126,8 @@ def build_feature_engine(settings: Settings) -> FeatureEngine:
 
         from mlops_assets.features.spark_engine import SparkFeatureEngine
 
-        return SparkFeatureEngine(pyspark=LazyPySparkResource(spark_config=spark_config(settings)))
+        return SparkFeatureEngine(
+            pyspark=LazyPySparkResource(spark_config=spark_config(settings)),
+            jars_dir=settings.spark_jars_dir,
+        )
     return DuckDBFeatureEngine()

@@ -10,17 +10,13 @@ from typing import Any
 import dagster as dg
 import pyarrow.compute as pc
 from dagster_pyspark import LazyPySparkResource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from mlops_assets.features.definition import feature_sql, lookback_days
 from mlops_assets.features.engines import FeatureBuild, FeatureEngine, require_days
 from mlops_assets.resources.lake import DeltaLake, PartitionWrite
+from mlops_assets.resources.spark_s3 import is_missing_s3a, missing_s3a_message, spark_path
 from mlops_assets.tables import PARTITION_COLUMN, TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
-
-
-def spark_path(uri: str) -> str:
-    """A lake URI as Spark's Hadoop filesystems name it (``s3://`` is ``s3a://`` there)."""
-    return "s3a://" + uri.removeprefix("s3://") if uri.startswith("s3://") else uri
 
 
 def spark_table_schema(schema: Any) -> dg.TableSchema:
@@ -37,6 +33,9 @@ class SparkFeatureEngine(FeatureEngine):
     """
 
     pyspark: LazyPySparkResource
+    jars_dir: str = Field(
+        "~/.cache/mlops_assets/spark-jars", description="Cache of the Spark jars (for errors)."
+    )
     _started: bool = PrivateAttr(default=False)
 
     @property
@@ -59,13 +58,44 @@ class SparkFeatureEngine(FeatureEngine):
     def build(
         self, context: dg.AssetExecutionContext, lake: DeltaLake, first: date, last: date
     ) -> FeatureBuild:
-        from pyspark.sql import functions as F
-
         spark = self.session(context.log)
         # the Delta logs are read with delta-rs: no Spark job is spent on bookkeeping
         validated_version = lake.version(VALIDATED_TRANSACTIONS)
         days = lookback_days(first, last)
         require_days(set(lake.days(VALIDATED_TRANSACTIONS)), first, last, context.log)
+        try:
+            schema = self._write_features(spark, lake, validated_version, first, last)
+        except Exception as error:
+            if is_missing_s3a(error):
+                raise dg.Failure(missing_s3a_message(self.jars_dir)) from error
+            raise
+        commit = lake.history(TRANSACTION_FEATURES, limit=1)[0]
+        labels = lake.read(
+            TRANSACTION_FEATURES, days=days[1:], columns=["isFraud"], version=commit["version"]
+        ).column("isFraud")
+        rows = len(labels)
+        return FeatureBuild(
+            write=PartitionWrite(
+                table_uri=lake.table_uri(TRANSACTION_FEATURES),
+                version=int(commit["version"]),
+                rows=rows,
+                operation_metrics=dict(commit.get("operationMetrics", {})),
+            ),
+            schema=schema,
+            fraud_rate=float(pc.sum(labels).as_py() or 0) / rows if rows else 0.0,
+            validated_version=validated_version,
+            engine=self.name,
+        )
+
+    @staticmethod
+    def _write_features(
+        spark: Any, lake: DeltaLake, validated_version: int | None, first: date, last: date
+    ) -> dg.TableSchema:
+        """Read the validated days (and the look-back day) at ``validated_version``, run the
+        feature SQL and replace exactly the days ``first``..``last`` of the features table."""
+        from pyspark.sql import functions as F
+
+        days = lookback_days(first, last)
         validated = (
             spark.read.format("delta")
             .option("versionAsOf", validated_version)
@@ -88,20 +118,4 @@ class SparkFeatureEngine(FeatureEngine):
             .partitionBy(PARTITION_COLUMN)
             .save(spark_path(lake.table_uri(TRANSACTION_FEATURES)))
         )
-        commit = lake.history(TRANSACTION_FEATURES, limit=1)[0]
-        labels = lake.read(
-            TRANSACTION_FEATURES, days=days[1:], columns=["isFraud"], version=commit["version"]
-        ).column("isFraud")
-        rows = len(labels)
-        return FeatureBuild(
-            write=PartitionWrite(
-                table_uri=lake.table_uri(TRANSACTION_FEATURES),
-                version=int(commit["version"]),
-                rows=rows,
-                operation_metrics=dict(commit.get("operationMetrics", {})),
-            ),
-            schema=spark_table_schema(features.schema),
-            fraud_rate=float(pc.sum(labels).as_py() or 0) / rows if rows else 0.0,
-            validated_version=validated_version,
-            engine=self.name,
-        )
+        return spark_table_schema(features.schema)

@@ -1,9 +1,13 @@
-"""The delta-spark jars: fetched once with Maven into a local cache that Spark's ``spark.jars``
-points at (Spark's own ``--packages`` resolver may not reach Maven Central from every machine).
+"""The jars Spark needs beyond PySpark's own, fetched once with Maven into a local cache
+(Spark's own ``--packages`` resolver may not reach Maven Central from every machine):
 
-The jar version is the installed ``delta-spark`` wheel's version, so the two always match.
-Jars that the installed PySpark already ships (Hadoop, Jackson, Parquet, Scala...) are left out
-so that Spark's own versions win.
+- delta-spark, at the installed ``delta-spark`` wheel's version, so the two always match;
+- the S3A filesystem (``hadoop-aws`` at the version of the Hadoop client that the installed
+  PySpark ships, with its AWS SDK v2 bundle), needed only when the lake is on ``s3://``.
+
+Each set lives in its own versioned directory with a completion marker, so a PySpark or
+delta-spark upgrade fetches anew. Jars that PySpark already ships (Hadoop client, Jackson,
+Parquet, Scala...) are left out so that Spark's own versions win.
 """
 
 from __future__ import annotations
@@ -12,23 +16,57 @@ import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 SCALA_BINARY = "2.13"
+#: the command that fills the cache (what error messages tell the user to run)
+FETCH_COMMAND = "mlops-assets fetch-spark-jars"
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
-  <groupId>mlops_assets</groupId><artifactId>delta-spark-jars</artifactId><version>1</version>
+  <groupId>mlops_assets</groupId><artifactId>spark-jars</artifactId><version>1</version>
   <dependencies>
     <dependency>
-      <groupId>io.delta</groupId><artifactId>delta-spark_{scala}</artifactId>
-      <version>{version}</version>
+      <groupId>{group}</groupId><artifactId>{artifact}</artifactId><version>{version}</version>
     </dependency>
   </dependencies>
 </project>
 """
 _VERSIONED_JAR = re.compile(r"^(?P<artifact>.+?)-\d[\w.\-]*\.jar$")
+_HADOOP_CLIENT = re.compile(r"^hadoop-client-api-(?P<version>\d[\w.\-]*)\.jar$")
 _COMPLETE = ".complete"
+
+
+@dataclass(frozen=True)
+class JarSet:
+    """One Maven artifact and the runtime dependencies Spark lacks, cached in one directory."""
+
+    name: str
+    group: str
+    artifact: str
+    version: str
+
+    @property
+    def package(self) -> str:
+        """The Maven coordinate, as ``spark.jars.packages`` takes it."""
+        return f"{self.group}:{self.artifact}:{self.version}"
+
+    def directory(self, cache_root: str | Path) -> Path:
+        return Path(cache_root).expanduser() / f"{self.name}-{self.version}"
+
+    def cached(self, cache_root: str | Path) -> list[Path]:
+        """The cached jars; empty when not (completely) fetched yet."""
+        directory = self.directory(cache_root)
+        if not (directory / _COMPLETE).exists():
+            return []
+        return sorted(directory.glob("*.jar"))
+
+
+def _pyspark_jars() -> list[Path]:
+    import pyspark
+
+    return sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar"))
 
 
 def delta_version() -> str:
@@ -36,21 +74,42 @@ def delta_version() -> str:
     return version("delta-spark")
 
 
+def hadoop_version() -> str:
+    """The version of the Hadoop client that the installed PySpark ships (hadoop-aws must
+    match it exactly)."""
+    for jar in _pyspark_jars():
+        match = _HADOOP_CLIENT.match(jar.name)
+        if match:
+            return match.group("version")
+    raise RuntimeError("the installed PySpark ships no hadoop-client-api jar")
+
+
+def delta_jars() -> JarSet:
+    return JarSet("delta-spark", "io.delta", f"delta-spark_{SCALA_BINARY}", delta_version())
+
+
+def s3a_jars() -> JarSet:
+    return JarSet("hadoop-aws", "org.apache.hadoop", "hadoop-aws", hadoop_version())
+
+
 def delta_package() -> str:
     """The Maven coordinate of the delta-spark jar, for ``spark.jars.packages``."""
-    return f"io.delta:delta-spark_{SCALA_BINARY}:{delta_version()}"
+    return delta_jars().package
 
 
 def jar_dir(cache_root: str | Path) -> Path:
-    return Path(cache_root).expanduser() / f"delta-spark-{delta_version()}"
+    """The cache directory of the delta-spark jars."""
+    return delta_jars().directory(cache_root)
 
 
 def cached_jars(cache_root: str | Path) -> list[Path]:
-    """The cached jars of the installed delta-spark version; empty when not fetched yet."""
-    directory = jar_dir(cache_root)
-    if not (directory / _COMPLETE).exists():
-        return []
-    return sorted(directory.glob("*.jar"))
+    """The cached delta-spark jars; empty when not fetched yet."""
+    return delta_jars().cached(cache_root)
+
+
+def cached_s3a_jars(cache_root: str | Path) -> list[Path]:
+    """The cached hadoop-aws jars (with the AWS SDK bundle); empty when not fetched yet."""
+    return s3a_jars().cached(cache_root)
 
 
 def _artifact(jar_name: str) -> str:
@@ -58,27 +117,21 @@ def _artifact(jar_name: str) -> str:
     return match.group("artifact") if match else jar_name
 
 
-def _spark_shipped_artifacts() -> set[str]:
-    import pyspark
-
-    return {_artifact(p.name) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-
-
-def fetch_delta_jars(cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
-    """Fetch delta-spark and the runtime dependencies Spark lacks into the cache (idempotent)."""
-    existing = cached_jars(cache_root)
+def fetch(jars: JarSet, cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
+    """Fetch ``jars`` and the runtime dependencies Spark lacks into the cache (idempotent)."""
+    existing = jars.cached(cache_root)
     if existing:
         return existing
     if shutil.which(mvn) is None:
-        raise RuntimeError(f"Maven ({mvn}) is not installed; it is needed to fetch the Delta jars")
-    target = jar_dir(cache_root)
+        raise RuntimeError(f"Maven ({mvn}) is not installed; it is needed to fetch {jars.package}")
+    target = jars.directory(cache_root)
     with tempfile.TemporaryDirectory() as tmp:
         pom = Path(tmp) / "pom.xml"
-        pom.write_text(_POM.format(scala=SCALA_BINARY, version=delta_version()))
+        pom.write_text(_POM.format(group=jars.group, artifact=jars.artifact, version=jars.version))
         out = Path(tmp) / "jars"
         result = subprocess.run(
             [
-                "mvn",
+                mvn,
                 "-B",
                 "-q",
                 "-f",
@@ -89,17 +142,32 @@ def fetch_delta_jars(cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
             ],
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1800,
             check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(
-                f"mvn could not fetch {delta_package()}:\n{result.stdout[-3000:]}{result.stderr}"
+                f"mvn could not fetch {jars.package}:\n{result.stdout[-3000:]}{result.stderr}"
             )
-        shipped = _spark_shipped_artifacts()
+        shipped = {_artifact(p.name) for p in _pyspark_jars()}
         target.mkdir(parents=True, exist_ok=True)
         for jar in sorted(out.glob("*.jar")):
             if _artifact(jar.name) not in shipped:
                 shutil.copy2(jar, target / jar.name)
-    (target / _COMPLETE).write_text(delta_package() + "\n")
-    return cached_jars(cache_root)
+    (target / _COMPLETE).write_text(jars.package + "\n")
+    return jars.cached(cache_root)
+
+
+def fetch_delta_jars(cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
+    """Fetch the delta-spark jars into the cache (idempotent)."""
+    return fetch(delta_jars(), cache_root, mvn)
+
+
+def fetch_s3a_jars(cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
+    """Fetch hadoop-aws and the AWS SDK bundle (about 700 MB) into the cache (idempotent)."""
+    return fetch(s3a_jars(), cache_root, mvn)
+
+
+def fetch_spark_jars(cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
+    """Fetch every jar set the platform's Spark steps may need: Delta, and S3A for a lake on S3."""
+    return fetch_delta_jars(cache_root, mvn) + fetch_s3a_jars(cache_root, mvn)
