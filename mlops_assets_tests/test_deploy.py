@@ -39,6 +39,9 @@ from mlops_assets.deployment import (
     executor_for,
     k8s_executor_config,
 )
+from mlops_assets.environment import spark_config
+from mlops_assets.resources.spark_jars import delta_jars, s3a_jars
+from mlops_assets.resources.spark_s3 import CREDENTIALS_PROVIDER
 from mlops_assets.settings import Settings
 from mlops_assets.train.k8s import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
 
@@ -322,6 +325,64 @@ def test_mlflow_manifests_are_valid_kubernetes() -> None:
     assert "postgresql+psycopg2://mlflow:" not in text.split("apiVersion", 1)[1]
 
 
+# ---------------------------------------------------------------- Spark Connect manifests
+
+
+def _spark_defaults(text: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in text.splitlines() if line.strip())
+    return {key: value.strip() for key, value in pairs if not key.startswith("#")}
+
+
+def test_spark_connect_manifests_are_valid_kubernetes() -> None:
+    """The Connect server: valid objects, the same Delta configuration as the code location's
+    own sessions, S3A credentials from the environment, the jars of the image's cache, sized
+    resources; the client address in the header is one the settings accept."""
+    text = (DEPLOY / "k8s" / "spark-connect.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "Service"]
+    for doc in docs:
+        _validate_k8s(doc)
+    by_kind = {d["kind"]: d for d in docs}
+    deployment, service = by_kind["Deployment"], by_kind["Service"]
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc["targetPort"] == "grpc" and grpc["port"] == ports["grpc"] == 15002
+
+    conf = _spark_defaults(by_kind["ConfigMap"]["data"]["spark-defaults.conf"])
+    assert conf["spark.connect.grpc.binding.port"] == "15002"
+    local = spark_config(Settings(spark_master="local[2]"))
+    for key in ("spark.sql.extensions", "spark.sql.catalog.spark_catalog"):
+        assert conf[key] == local[key]
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"] == CREDENTIALS_PROVIDER
+    assert not [k for k in conf if "access.key" in k or "secret" in k]  # never in the file
+
+    command = container["args"][2]
+    assert "org.apache.spark.sql.connect.service.SparkConnectServer" in command
+    assert f"/opt/spark-jars/{delta_jars().name}-*/*.jar" in command
+    assert f"/opt/spark-jars/{s3a_jars().name}-*/*.jar" in command
+    assert {"secretRef": {"name": ENV_SECRET}} in container["envFrom"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert f"--properties-file {mounts['conf']}/spark-defaults.conf" in command
+
+    resources = container["resources"]
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+    heap_gi = int(conf["spark.driver.memory"].removesuffix("g"))
+    assert heap_gi < int(resources["limits"]["memory"].removesuffix("Gi"))
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    address = re.search(r"MLOPS_SPARK_MASTER=(sc://\S+)", text)
+    assert address and address.group(1).endswith(f":{grpc['port']}")
+    assert f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc" in (
+        address.group(1)
+    )
+    client = spark_config(Settings(spark_master=address.group(1)))
+    assert client["spark.remote"] == address.group(1)
+
+
 # ---------------------------------------------------------------- Helm values
 
 
@@ -437,7 +498,9 @@ def test_dockerfile() -> None:
 
     builder = " ".join(args for _, args in by_name["builder"][1])
     assert "uv sync --frozen --no-dev" in builder and "uv.lock" in builder
-    assert "mlops-assets fetch-spark-jars" in " ".join(a for _, a in by_name["spark-jars"][1])
+    spark_jars_stage = " ".join(a for _, a in by_name["spark-jars"][1])
+    assert "mlops-assets fetch-spark-jars" in spark_jars_stage
+    assert "fetch_spark_jars(" in spark_jars_stage  # Delta and the S3A jars
 
     runtime_runs = " ".join(_inherited(stages, "runtime", "RUN"))
     assert "openjdk-17-jre-headless" in runtime_runs

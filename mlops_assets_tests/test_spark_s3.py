@@ -11,10 +11,13 @@ must fail with a message naming the command that fetches them.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -39,7 +42,7 @@ from mlops_assets.resources.spark_s3 import CREDENTIALS_PROVIDER, spark_path
 from mlops_assets.settings import Settings
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 from mlops_assets_tests.helpers import validated_day
-from mlops_assets_tests.s3_server import S3Server
+from mlops_assets_tests.s3_server import S3Server, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -130,15 +133,20 @@ def write_validated(lake: DeltaLake) -> None:
         lake.overwrite_day(VALIDATED_TRANSACTIONS, validated_day(day, CONFIG).to_arrow(), day)
 
 
-@pytest.fixture(scope="module")
-def spark_lake(s3_server: S3Server) -> Iterator[SparkS3Lake]:
+def new_spark_lake(s3_server: S3Server) -> SparkS3Lake:
+    """A new bucket whose lake holds the validated days; the Spark jars fetched."""
     jars_dir = Path(Settings().spark_jars_dir).expanduser()
     fetch_spark_jars(jars_dir)
     bucket = f"spark-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=bucket)
     lake = SparkS3Lake(s3_server, bucket, jars_dir)
     write_validated(lake.lake)
-    yield lake
+    return lake
+
+
+@pytest.fixture(scope="module")
+def spark_lake(s3_server: S3Server) -> SparkS3Lake:
+    return new_spark_lake(s3_server)
 
 
 def step_environment(lake: SparkS3Lake, home: Path, jars_dir: Path) -> dict[str, str]:
@@ -147,9 +155,7 @@ def step_environment(lake: SparkS3Lake, home: Path, jars_dir: Path) -> dict[str,
     MLOPS_S3_ENDPOINT_URL only)."""
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_", "AWS_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_", "AWS_"))}
     env.update(
         MLOPS_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster"),
@@ -194,15 +200,9 @@ def sorted_features(lake: DeltaLake) -> pl.DataFrame:
     return pl.from_arrow(lake.read(TRANSACTION_FEATURES)).sort("transaction_id")
 
 
-@pytest.mark.slow
-def test_spark_builds_features_over_s3a_that_delta_rs_reads_and_equal_duckdbs(
-    spark_lake: SparkS3Lake, tmp_path: Path
-) -> None:
-    env = step_environment(spark_lake, tmp_path / "home", spark_lake.jars_dir)
-    result = materialize_features(env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert "Spark session" in result.stderr
-
+def assert_spark_wrote_duckdbs_features(spark_lake: SparkS3Lake, tmp_path: Path) -> None:
+    """The features table in the bucket is one delta-spark commit of DAYS[1:], and delta-rs
+    reads from it what the DuckDB engine builds from the same validated days."""
     lake = spark_lake.lake
     (commit,) = lake.history(TRANSACTION_FEATURES)  # the whole range is one commit
     assert "Apache-Spark" in commit["engineInfo"]  # written by delta-spark, in the bucket
@@ -222,6 +222,18 @@ def test_spark_builds_features_over_s3a_that_delta_rs_reads_and_equal_duckdbs(
     assert spark_features.height == duck.height > 2 * 2_500
     assert spark_features.schema == duck.schema
     assert_frame_equal(spark_features, duck, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
+
+
+@pytest.mark.slow
+def test_spark_builds_features_over_s3a_that_delta_rs_reads_and_equal_duckdbs(
+    spark_lake: SparkS3Lake, tmp_path: Path
+) -> None:
+    env = step_environment(spark_lake, tmp_path / "home", spark_lake.jars_dir)
+    result = materialize_features(env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert "Spark session" in result.stderr
+
+    assert_spark_wrote_duckdbs_features(spark_lake, tmp_path)
 
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(env["DAGSTER_HOME"])) as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("transaction_features")) == {
@@ -247,3 +259,109 @@ def test_without_the_s3a_jars_the_step_fails_naming_the_fetch_command(
     assert "Spark cannot open s3a:// paths" in output, output[-5000:]
     assert f"`{FETCH_COMMAND}`" in output
     assert s3a_jars().package in output
+
+
+# ---- the Spark Connect server of deploy/k8s/spark-connect.yaml, run here -----------------------
+
+MANIFEST = PROJECT_ROOT / "deploy" / "k8s" / "spark-connect.yaml"
+
+
+@dataclass(frozen=True)
+class ConnectServerSpec:
+    """What the manifest runs: the spark-defaults.conf of its ConfigMap, the container's shell
+    command and its plain environment."""
+
+    spark_defaults: str
+    command: str
+    env: dict[str, str]
+
+
+def connect_server_spec() -> ConnectServerSpec:
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["/bin/bash", "-c"]
+    return ConnectServerSpec(
+        spark_defaults=config_map["data"]["spark-defaults.conf"],
+        command=container["args"][2],
+        env={e["name"]: e["value"] for e in container["env"] if "value" in e},
+    )
+
+
+@contextmanager
+def manifest_connect_server(lake: SparkS3Lake, workdir: Path) -> Iterator[str]:
+    """The manifest's server command and configuration on loopback, with the image's paths
+    (``/opt/spark-jars``, ``/opt/spark-conf``, ``SPARK_HOME``) mapped to this machine's and the
+    configuration's commented S3-compatible lines set to moto's endpoint."""
+    import pyspark
+
+    spec = connect_server_spec()
+    port = free_port()
+    conf_dir = workdir / "spark-conf"
+    conf_dir.mkdir(parents=True)
+    # later lines win in a properties file: loopback, a small heap, moto instead of AWS
+    (conf_dir / "spark-defaults.conf").write_text(
+        spec.spark_defaults
+        + f"""
+spark.connect.grpc.binding.port {port}
+spark.connect.grpc.binding.address 127.0.0.1
+spark.driver.memory 2g
+spark.local.dir {workdir / "scratch"}
+spark.ui.enabled false
+spark.hadoop.fs.s3a.endpoint {lake.s3.endpoint_url}
+spark.hadoop.fs.s3a.path.style.access true
+spark.hadoop.fs.s3a.connection.ssl.enabled false
+spark.hadoop.fs.s3a.endpoint.region {lake.s3.region}
+"""
+    )
+    command = spec.command.replace("/opt/spark-jars", str(lake.jars_dir)).replace(
+        "/opt/spark-conf", str(conf_dir)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPARK_"))}
+    env.update(
+        spec.env,
+        SPARK_HOME=str(Path(pyspark.__file__).parent),
+        AWS_ACCESS_KEY_ID=lake.s3.access_key_id,
+        AWS_SECRET_ACCESS_KEY=lake.s3.secret_access_key,
+    )
+    log = workdir / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            ["/bin/bash", "-c", command],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Spark Connect server started" not in log.read_text():
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "Spark Connect server did not start"
+            time.sleep(1)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_the_manifests_connect_server_builds_the_features_over_s3a(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    lake = new_spark_lake(s3_server)
+    with manifest_connect_server(lake, tmp_path / "server") as address:
+        env = step_environment(lake, tmp_path / "home", lake.jars_dir)
+        env["MLOPS_SPARK_MASTER"] = address
+        result = materialize_features(env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert "(master remote)" in result.stderr  # a Connect client session
+
+    assert_spark_wrote_duckdbs_features(lake, tmp_path)
