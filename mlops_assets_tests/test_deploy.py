@@ -383,6 +383,20 @@ def test_spark_connect_manifests_are_valid_kubernetes() -> None:
     assert client["spark.remote"] == address.group(1)
 
 
+# ---------------------------------------------------------------- the deployment guide
+
+#: variables read outside ``Settings`` (by the module named)
+_NON_SETTINGS = {"MLOPS_TRAINING_DEVICE"}  # mlops_assets/train/device.py
+
+
+def test_every_mlops_variable_in_the_deployment_files_is_a_setting() -> None:
+    known = {f"MLOPS_{name.upper()}" for name in Settings.model_fields} | _NON_SETTINGS
+    for path in [DEPLOY / "README.md", DEPLOY / "helm" / "values.yaml", *DEPLOY.glob("k8s/*")]:
+        named = set(re.findall(r"\bMLOPS_[A-Z0-9_]*[A-Z0-9]\b(?!_\*)", path.read_text()))
+        assert named, path
+        assert named <= known, f"{path.name}: {sorted(named - known)}"
+
+
 # ---------------------------------------------------------------- Helm values
 
 
