@@ -80,15 +80,15 @@ def _mlflow_ui(args: argparse.Namespace) -> int:
 
 
 def _fetch_spark_jars(args: argparse.Namespace) -> int:
-    from mlops_assets.resources.spark_jars import delta_package, fetch_delta_jars, jar_dir
+    from mlops_assets.resources.spark_jars import fetch_spark_jars
 
     settings = load_settings()
     try:
-        jars = fetch_delta_jars(settings.spark_jars_dir)
+        jars = fetch_spark_jars(settings.spark_jars_dir)
     except RuntimeError as error:
-        print(f"Could not fetch the Delta jars: {error}", file=sys.stderr)
+        print(f"Could not fetch the Spark jars (Delta, S3A): {error}", file=sys.stderr)
         return 1
-    print(f"{delta_package()}: {len(jars)} jars in {jar_dir(settings.spark_jars_dir)}")
+    print(f"Delta and S3A: {len(jars)} jars in {settings.spark_jars_dir}")
     return 0
 
 
@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     jars = commands.add_parser(
-        "fetch-spark-jars", help="fetch the delta-spark jars with Maven into the local cache"
+        "fetch-spark-jars",
+        help="fetch the Spark jars (delta-spark, hadoop-aws + AWS SDK) with Maven into the cache",
     )
     jars.set_defaults(handler=_fetch_spark_jars)
     return parser

@@ -170,7 +170,8 @@ class Settings(BaseSettings):
     )
     spark_jars_dir: str = Field(
         "~/.cache/mlops_assets/spark-jars",
-        description="Cache of the delta-spark jars fetched with Maven; when empty Spark "
+        description="Cache of the Spark jars fetched with Maven (delta-spark; hadoop-aws and the "
+        "AWS SDK for s3a); when empty Spark "
         "resolves them itself (spark.jars.packages).",
     )
     executor: Literal["multiprocess", "in_process", "k8s"] = Field(
