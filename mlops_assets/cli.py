@@ -194,6 +194,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from mlops_assets.serve.app import create_app_from_settings
@@ -204,8 +206,18 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"Serving {settings.model_name}@{settings.model_alias} on http://{host}:{port}", flush=True
     )
+    # the service's own log lines (reloads, prediction-log writes) next to uvicorn's
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # one worker per process: each holds its own model and history snapshot
-    uvicorn.run(create_app_from_settings(settings), host=host, port=port, workers=1)
+    uvicorn.run(
+        create_app_from_settings(settings),
+        host=host,
+        port=port,
+        workers=1,
+        access_log=args.access_log,
+    )
     return 0
 
 
@@ -276,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="default MLOPS_SERVE_HOST (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default MLOPS_SERVE_PORT (8080)")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request (off by default: /metrics counts them)",
+    )
     serve.set_defaults(handler=_serve)
 
     jars = commands.add_parser(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -244,13 +245,15 @@ def load_history(lake: Any, days: int = 2) -> HistorySnapshot:
 class OnlineFeatures:
     """Computes request features over the current history snapshot (swappable at any time).
 
-    Not thread-safe: one scoring thread owns it (it keeps its DuckDB connection open, since
-    opening one per request would cost more than the query).
+    Each calling thread gets its own DuckDB connection, kept open (opening one per request
+    would cost more than the query).
     """
 
     def __init__(self, history: HistorySnapshot | None = None) -> None:
         self._history = history or HistorySnapshot.empty()
-        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()
+        self._connections: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
 
     @property
     def history(self) -> HistorySnapshot:
@@ -261,18 +264,23 @@ class OnlineFeatures:
 
     def compute(self, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         """Feature rows (``transaction_features`` columns) for parsed request rows, in order."""
-        return self.compute_groups([rows])[0]
+        return self.compute_groups([rows]).to_pandas()
 
-    def compute_groups(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[pd.DataFrame]:
+    def compute_groups(self, groups: Sequence[Sequence[dict[str, Any]]]) -> pa.Table:
         """Features of several independent requests in one query (see ``features_for_groups``)."""
-        if self._connection is None:
-            self._connection = duckdb.connect(config={"threads": 1})
-        return features_for_groups(groups, self._history, self._connection)
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = duckdb.connect(config={"threads": 1})
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return features_for_groups(groups, self._history, connection)
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
 
 
 def request_ids(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -294,10 +302,8 @@ def _request_table(rows: Sequence[dict[str, Any]], ids: list[str]) -> pa.Table:
     return pa.table({name: columns[name] for name in HISTORY_SCHEMA.names}, schema=HISTORY_SCHEMA)
 
 
-def _history_of(
-    rows: Sequence[dict[str, Any]], ids: list[str], history: HistorySnapshot
-) -> pa.Table:
-    """History rows of the request's accounts within [first t - 24h, last t), replays excluded."""
+def _history_indices(rows: Sequence[dict[str, Any]], history: HistorySnapshot) -> np.ndarray:
+    """Positions of the history rows of the request's accounts within [first t - 24h, last t)."""
     times = [int(row["timestamp"].timestamp()) for row in rows]
     low, high = min(times) - LOOKBACK_SECONDS, max(times)
     candidates = [history.by_orig.get(row["nameOrig"]) for row in rows] + [
@@ -305,25 +311,22 @@ def _history_of(
     ]
     found = [c for c in candidates if c is not None]
     if not found:
-        return HISTORY_SCHEMA.empty_table()
+        return np.empty(0, np.int64)
     indices = np.unique(np.concatenate(found))
     seconds = history.seconds[indices]
-    indices = indices[(seconds >= low) & (seconds < high)]
-    past = history.table.take(pa.array(indices, pa.int64()))
-    # a replayed transaction is the request row, not also a history row
-    return past.filter(pc.invert(pc.is_in(past.column("transaction_id"), pa.array(ids))))
+    return indices[(seconds >= low) & (seconds < high)]
 
 
 _ISOLATED = ("transaction_id", "nameOrig", "nameDest")
 
 
-def _isolate(table: pa.Table, group: int) -> pa.Table:
-    """Prefix the id and the account names with the group's number, so that the windows
-    (partitioned by account) of one request never see another request's rows."""
-    prefix = pa.scalar(f"{group}|")
+def _isolate(table: pa.Table, groups: np.ndarray) -> pa.Table:
+    """Prefix ids and account names with their request's number (``"3|C123"``), so that the
+    windows (partitioned by account) of one request never see another request's rows."""
+    prefixes = pa.array(groups).cast(pa.string())
     for name in _ISOLATED:
         index = table.column_names.index(name)
-        joined = pc.binary_join_element_wise(prefix, table.column(name), "")
+        joined = pc.binary_join_element_wise(prefixes, table.column(name), "|")
         table = table.set_column(index, name, joined)
     return table
 
@@ -332,51 +335,52 @@ def features_for_groups(
     groups: Sequence[Sequence[dict[str, Any]]],
     history: HistorySnapshot,
     connection: duckdb.DuckDBPyConnection | None = None,
-) -> list[pd.DataFrame]:
+) -> pa.Table:
     """Features of independent requests (each a list of parsed rows), in one run of the batch
-    feature SQL.
+    feature SQL: one table (``transaction_features`` columns), the requests' rows one after
+    the other in order.
 
     Each request's rows see the history rows of their accounts from the 24 hours before them
     and the request's own rows, exactly as batch scoring sees a day; requests never see each
-    other (their ids and account names are prefixed apart, then restored).
+    other (their ids and account names are prefixed apart, then restored). A transaction a
+    request replays is its request row, not also a history row.
     """
     if not groups or not all(groups):
         raise ValueError("no transactions")
-    parts: list[pa.Table] = []
-    ids_of: list[list[str]] = []
-    for number, rows in enumerate(groups):
-        ids = request_ids(rows)
-        ids_of.append(ids)
-        parts += [
-            _isolate(_history_of(rows, ids, history), number),
-            _isolate(_request_table(rows, ids), number),
-        ]
-    days = [row["timestamp"].date() for rows in groups for row in rows]
-    wanted = [f"{number}|{i}" for number, ids in enumerate(ids_of) for i in ids]
-    features = compute_features_duckdb(
-        pa.concat_tables(parts), min(days), max(days), threads=1, connection=connection
+    rows = [row for group in groups for row in group]
+    ids = [i for group in groups for i in request_ids(group)]
+    request_groups = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
+    past_indices = [_history_indices(group, history) for group in groups]
+    past_groups = np.repeat(np.arange(len(groups)), [len(i) for i in past_indices])
+    request = _isolate(_request_table(rows, ids), request_groups)
+    past = _isolate(
+        history.table.take(pa.array(np.concatenate(past_indices), pa.int64())), past_groups
     )
-    features = features.filter(pc.is_in(features.column("transaction_id"), pa.array(wanted)))
-    if features.num_rows != len(wanted):
-        raise RuntimeError(f"feature query returned {features.num_rows} of {len(wanted)} rows")
-    position = {key: i for i, key in enumerate(wanted)}
+    wanted = request.column("transaction_id")
+    past = past.filter(pc.invert(pc.is_in(past.column("transaction_id"), wanted)))
+    days = [row["timestamp"].date() for row in rows]
+    features = compute_features_duckdb(
+        pa.concat_tables([past, request]), min(days), max(days), threads=1, connection=connection
+    )
+    features = features.filter(pc.is_in(features.column("transaction_id"), wanted))
+    if features.num_rows != len(rows):
+        raise RuntimeError(f"feature query returned {features.num_rows} of {len(rows)} rows")
+    position = {key: i for i, key in enumerate(wanted.to_pylist())}
     order = np.argsort([position[key] for key in features.column("transaction_id").to_pylist()])
-    frame = features.take(pa.array(order, pa.int64())).to_pandas()
-    originals = [row for rows in groups for row in rows]
-    frame["transaction_id"] = [i for ids in ids_of for i in ids]
-    frame["nameOrig"] = [row["nameOrig"] for row in originals]
-    frame["nameDest"] = [row["nameDest"] for row in originals]
-    results = []
-    start = 0
-    for rows in groups:
-        results.append(frame.iloc[start : start + len(rows)].reset_index(drop=True))
-        start += len(rows)
-    return results
+    table = features.take(pa.array(order, pa.int64()))
+    restored = {
+        "transaction_id": ids,
+        "nameOrig": [row["nameOrig"] for row in rows],
+        "nameDest": [row["nameDest"] for row in rows],
+    }
+    for name, values in restored.items():
+        table = table.set_column(table.column_names.index(name), name, pa.array(values))
+    return table
 
 
 def features_for(rows: Sequence[dict[str, Any]], history: HistorySnapshot) -> pd.DataFrame:
     """Features of one request's rows (see ``features_for_groups``)."""
-    return features_for_groups([rows], history)[0]
+    return features_for_groups([rows], history).to_pandas()
 
 
 __all__ = [

@@ -11,6 +11,7 @@ up to ``max_pending_rows``; beyond that the oldest are dropped, counted and logg
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlops_assets.features.definition import FEATURE_COLUMNS
-from mlops_assets.serve.scoring import Scored
+from mlops_assets.serve.scoring import ScoredPass
 
 log = logging.getLogger(__name__)
 
@@ -61,59 +62,85 @@ class ShadowScores:
 
 @dataclass(frozen=True)
 class ServedRecord:
-    """One request as logged: the champion's result and, in shadow mode, the challenger's."""
+    """One scoring pass as logged: the champion's results and, in shadow mode, the
+    challenger's."""
 
-    scored: Scored
+    scored: ScoredPass
     shadow: ShadowScores | None = None
+
+    def __post_init__(self) -> None:
+        if self.scored.features is not None:
+            object.__setattr__(self, "scored", self.scored.without_frame())
 
     @property
     def rows(self) -> int:
-        return len(self.scored.scores)
+        return self.scored.rows
 
 
 def log_table(records: Sequence[ServedRecord]) -> pa.Table:
-    """The ``served_predictions`` rows of some served requests."""
-    return pa.concat_tables([_record_table(record) for record in records])
-
-
-def _record_table(record: ServedRecord) -> pa.Table:
-    scored, shadow, n = record.scored, record.shadow, record.rows
-    frame = scored.features
-    model = scored.model
-    columns: dict[str, pa.Array] = {
-        "transaction_id": pa.array(frame["transaction_id"], pa.string()),
-        "txn_date": pa.array(frame["txn_date"], pa.date32()),
-        "timestamp": pa.array(frame["timestamp"]).cast(pa.timestamp("us", tz="UTC")),
-        "type": pa.array(frame["type"], pa.string()),
-        "nameOrig": pa.array(frame["nameOrig"], pa.string()),
-        "nameDest": pa.array(frame["nameDest"], pa.string()),
+    """The ``served_predictions`` rows of some scoring passes, built column by column over all
+    of them at once (a flush holds hundreds of passes: per-pass conversions would hold the GIL
+    long enough to stall the requests being served)."""
+    passes = [record.scored for record in records]
+    features = pa.concat_tables([p.table for p in passes]).combine_chunks()
+    rows = [p.rows for p in passes]
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        name: features.column(name).cast(LOG_SCHEMA.field(name).type)
+        for name in ("transaction_id", "txn_date", "timestamp", "type", "nameOrig", "nameDest")
     }
     for name in FEATURE_COLUMNS:
-        columns[name] = pa.array(frame[name].to_numpy(dtype=np.float64))
+        columns[name] = features.column(name).cast(pa.float64())
+    sizes = [size for p in passes for size in p.sizes]
     columns |= {
-        "fraud_score": pa.array(scored.scores, pa.float64()),
-        "is_fraud_predicted": pa.array(scored.decisions, pa.bool_()),
-        "threshold": pa.repeat(pa.scalar(model.threshold, pa.float64()), n),
-        "model_name": pa.repeat(pa.scalar(model.model.name), n),
-        "model_alias": pa.repeat(pa.scalar(model.model.alias), n),
-        "model_version": pa.repeat(pa.scalar(int(model.version), pa.int64()), n),
-        "endpoint": pa.repeat(pa.scalar(scored.endpoint), n),
-        "served_at": pa.repeat(pa.scalar(scored.served_at, pa.timestamp("us", tz="UTC")), n),
-        "latency_ms": pa.repeat(pa.scalar(scored.latency_ms, pa.float64()), n),
+        "fraud_score": pa.array(np.concatenate([p.scores for p in passes]), pa.float64()),
+        "is_fraud_predicted": pa.array(np.concatenate([p.decisions for p in passes]), pa.bool_()),
+        "threshold": pa.array(np.repeat([p.model.threshold for p in passes], rows), pa.float64()),
+        "model_name": pa.array(np.repeat([p.model.model.name for p in passes], rows), pa.string()),
+        "model_alias": pa.array(
+            np.repeat([p.model.model.alias for p in passes], rows), pa.string()
+        ),
+        "model_version": pa.array(
+            np.repeat([int(p.model.version) for p in passes], rows), pa.int64()
+        ),
+        "endpoint": pa.array(
+            np.repeat([e for p in passes for e in p.endpoints], sizes), pa.string()
+        ),
+        "served_at": pa.array(
+            np.repeat(
+                np.array([p.served_at.replace(tzinfo=None) for p in passes], "datetime64[us]"), rows
+            ),
+            pa.timestamp("us"),
+        ).cast(pa.timestamp("us", tz="UTC")),
+        "latency_ms": pa.array(
+            np.repeat([lat for p in passes for lat in p.latencies_ms], sizes), pa.float64()
+        ),
     }
-    if shadow is None:
-        columns |= {
-            "shadow_model_version": pa.nulls(n, pa.int64()),
-            "shadow_fraud_score": pa.nulls(n, pa.float64()),
-            "shadow_is_fraud_predicted": pa.nulls(n, pa.bool_()),
-        }
-    else:
-        columns |= {
-            "shadow_model_version": pa.repeat(pa.scalar(int(shadow.version), pa.int64()), n),
-            "shadow_fraud_score": pa.array(shadow.scores, pa.float64()),
-            "shadow_is_fraud_predicted": pa.array(shadow.decisions, pa.bool_()),
-        }
+    shadowed = np.repeat([record.shadow is not None for record in records], rows)
+    versions = np.repeat(
+        [int(record.shadow.version) if record.shadow else 0 for record in records], rows
+    )
+    scores = np.concatenate(
+        [r.shadow.scores if r.shadow else np.zeros(r.rows) for r in records]
+    ).astype(np.float64)
+    decisions = np.concatenate(
+        [r.shadow.decisions if r.shadow else np.zeros(r.rows, bool) for r in records]
+    )
+    missing = ~shadowed
+    columns |= {
+        "shadow_model_version": pa.array(versions, pa.int64(), mask=missing),
+        "shadow_fraud_score": pa.array(scores, pa.float64(), mask=missing),
+        "shadow_is_fraud_predicted": pa.array(decisions, pa.bool_(), mask=missing),
+    }
     return pa.table(columns, schema=LOG_SCHEMA)
+
+
+def _lower_priority(niceness: int = 10) -> None:
+    """Lower this thread's CPU priority (Linux schedules threads by their own nice value), so
+    that the writes compete with request handling as little as possible."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):  # not Linux, or not allowed: writes at normal priority
+        log.debug("prediction log: could not lower the writer thread's priority")
 
 
 class PredictionLog:
@@ -188,6 +215,7 @@ class PredictionLog:
             )
 
     def _run(self) -> None:
+        _lower_priority()
         deadline = time.monotonic() + self.flush_seconds
         while True:
             with self._lock:

@@ -1,4 +1,4 @@
-"""The scoring thread: requests queue up, and each pass scores everything waiting at once.
+"""The scoring threads: requests queue up, and each pass scores everything waiting at once.
 
 One feature query and one model call per pass, whatever the number of requests in it, so the
 cost per request falls as load rises instead of the queue growing: at low load a pass holds one
@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops_assets.serve.model_holder import LoadedModel, ModelHolder
 from mlops_assets.serve.online_features import OnlineFeatures
@@ -43,26 +44,58 @@ class ScoreJob:
 
 
 @dataclass(frozen=True)
-class Scored:
-    """What one request got: its features, scores and decisions, from one model version."""
+class ScoredPass:
+    """One pass of the scoring thread: the features, scores and decisions of all its requests
+    (rows in request order), from one model version. Shared, never copied, by the requests'
+    answers, the shadow scorer and the prediction log."""
 
     model: LoadedModel
-    features: pd.DataFrame
+    table: pa.Table  # the features as computed (``transaction_features`` columns)
+    features: pd.DataFrame | None  # the same, as the model reads them (None once logged)
+    transaction_ids: np.ndarray
     scores: np.ndarray  # float64
     decisions: np.ndarray  # bool, decided in the scorer's own dtype as batch decides
-    endpoint: str
+    endpoints: list[str]  # per request
+    sizes: list[int]  # rows per request
+    latencies_ms: list[float]  # per request: from arrival to scores (queue wait included)
     served_at: datetime
-    latency_ms: float  # from arrival to scores (queue wait included)
+
+    @property
+    def rows(self) -> int:
+        return len(self.scores)
+
+    def without_frame(self) -> ScoredPass:
+        """The pass without its pandas frame: what waits in the prediction log holds a few
+        Arrow and NumPy buffers, not the thousands of Python objects of a frame (which made
+        the garbage collector stall requests)."""
+        return replace(self, features=None)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What one request got: rows ``start:end`` of a scored pass."""
+
+    scored_pass: ScoredPass
+    start: int
+    end: int
+
+    @property
+    def model(self) -> LoadedModel:
+        return self.scored_pass.model
 
     def predictions(self) -> list[dict[str, Any]]:
+        scored = self.scored_pass
         return [
             {
                 "transaction_id": transaction_id,
-                "fraud_score": float(score),
-                "is_fraud_predicted": bool(decision),
+                "fraud_score": score,
+                "is_fraud_predicted": decision,
             }
             for transaction_id, score, decision in zip(
-                self.features["transaction_id"], self.scores, self.decisions, strict=True
+                scored.transaction_ids[self.start : self.end].tolist(),
+                scored.scores[self.start : self.end].tolist(),
+                scored.decisions[self.start : self.end].tolist(),
+                strict=True,
             )
         ]
 
@@ -74,39 +107,57 @@ def score_frame(model: LoadedModel, features: pd.DataFrame) -> tuple[np.ndarray,
 
 
 class ScoringWorker:
-    """A daemon thread that scores queued requests in passes of at most ``max_rows`` rows and
-    hands every scored request to ``on_scored`` after its caller has it."""
+    """Daemon threads that score queued requests in passes of at most ``max_rows`` rows and
+    hand every scored pass to ``on_scored`` after its callers have their answers.
+
+    One thread by default: a second one lets a pass start while another runs (DuckDB and
+    XGBoost release the GIL while they compute), but measured at 200 requests/s on two cores
+    it did not lower the latency, since the passes' Python parts then contend for the GIL.
+    """
 
     def __init__(
         self,
         holder: ModelHolder,
         features: OnlineFeatures,
         max_rows: int = 1000,
-        on_scored: Callable[[list[Scored]], None] | None = None,
+        on_scored: Callable[[ScoredPass], None] | None = None,
+        threads: int = 1,
     ) -> None:
+        if threads < 1:
+            raise ValueError(f"scoring needs at least one thread, got {threads}")
         self.holder = holder
         self.features = features
         self.max_rows = max_rows
         self.on_scored = on_scored
+        self.threads = threads
         self._queue: queue.SimpleQueue[ScoreJob | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._count_lock = threading.Lock()
         self.passes = 0
         self.jobs = 0
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="scoring", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run, name=f"scoring-{i}", daemon=True)
+                for i in range(self.threads)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        """Score what is queued, then stop the threads."""
+        if self._threads:
+            self._queue.put(None)  # each thread passes it on to the next as it stops
+            for thread in self._threads:
+                thread.join(timeout)
+            self._threads = []
+            self._queue = queue.SimpleQueue()
+            self.features.close()
 
     def submit(self, rows: list[dict[str, Any]], endpoint: str) -> Future[Scored]:
         job = ScoreJob(rows, endpoint)
-        if self._thread is None:
+        if not self._threads:
             job.future.set_exception(RuntimeError("the scoring thread is not running"))
         else:
             self._queue.put(job)
@@ -118,6 +169,7 @@ class ScoringWorker:
             job = carried or self._queue.get()
             carried = None
             if job is None:
+                self._queue.put(None)  # for the next thread
                 break
             jobs, rows = [job], len(job.rows)
             while rows < self.max_rows:
@@ -134,44 +186,44 @@ class ScoringWorker:
                 jobs.append(waiting)
                 rows += len(waiting.rows)
             self._score(jobs)
-        self.features.close()
 
     def _score(self, jobs: list[ScoreJob]) -> None:
-        self.passes += 1
-        self.jobs += len(jobs)
+        with self._count_lock:
+            self.passes += 1
+            self.jobs += len(jobs)
         model = self.holder.current  # the whole pass scores with this version
         if model is None:
             for job in jobs:
                 job.future.set_exception(NotReady())
             return
         try:
-            frames = self.features.compute_groups([job.rows for job in jobs])
-            scores, decisions = score_frame(model, pd.concat(frames, ignore_index=True))
+            table = self.features.compute_groups([job.rows for job in jobs])
+            features = table.to_pandas()
+            scores, decisions = score_frame(model, features)
         except Exception as error:  # one bad pass fails its requests, not the thread
             log.exception("scoring pass of %d request(s) failed", len(jobs))
             for job in jobs:
                 job.future.set_exception(error)
             return
         finished = time.perf_counter()
-        served_at = datetime.now(UTC)
-        scored: list[Scored] = []
+        scored = ScoredPass(
+            model=model,
+            table=table,
+            features=features,
+            transaction_ids=features["transaction_id"].to_numpy(),
+            scores=scores,
+            decisions=decisions,
+            endpoints=[job.endpoint for job in jobs],
+            sizes=[len(job.rows) for job in jobs],
+            latencies_ms=[(finished - job.received) * 1000.0 for job in jobs],
+            served_at=datetime.now(UTC),
+        )
         start = 0
-        for job, frame in zip(jobs, frames, strict=True):
-            end = start + len(frame)
-            result = Scored(
-                model,
-                frame,
-                scores[start:end],
-                decisions[start:end],
-                job.endpoint,
-                served_at,
-                (finished - job.received) * 1000.0,
-            )
-            start = end
-            job.future.set_result(result)
-            scored.append(result)
+        for job in jobs:
+            job.future.set_result(Scored(scored, start, start + len(job.rows)))
+            start += len(job.rows)
         if self.on_scored is not None:
             try:
                 self.on_scored(scored)
             except Exception:  # the log and shadow are never the request's problem
-                log.exception("handing scored requests to the prediction log failed")
+                log.exception("handing a scored pass to the prediction log failed")

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.prediction_log import ServedRecord, ShadowScores
-from mlops_assets.serve.scoring import Scored, score_frame
+from mlops_assets.serve.scoring import ScoredPass, score_frame
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ShadowScorer:
         self.max_pending_rows = max_pending_rows
         self._on_compared = on_compared or (lambda rows, disagreements: None)
         self._on_skipped = on_skipped or (lambda rows: None)
-        self._queue: queue.SimpleQueue[list[Scored] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[ScoredPass | None] = queue.SimpleQueue()
         self._pending_rows = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -59,30 +59,29 @@ class ShadowScorer:
             self._thread.join(timeout)
             self._thread = None
 
-    def submit(self, scored: Sequence[Scored]) -> None:
-        """Queue served requests for the shadow (never blocks)."""
-        rows = sum(len(s.scores) for s in scored)
+    def submit(self, scored: ScoredPass) -> None:
+        """Queue a scored pass for the shadow (never blocks)."""
         with self._lock:
-            full = self._pending_rows + rows > self.max_pending_rows
+            full = self._pending_rows + scored.rows > self.max_pending_rows
             if not full:
-                self._pending_rows += rows
+                self._pending_rows += scored.rows
         if full or self._thread is None:
-            self._skip(list(scored))
+            self._skip([scored])
             return
-        self._queue.put(list(scored))
+        self._queue.put(scored)
 
-    def _skip(self, scored: list[Scored]) -> None:
-        rows = sum(len(s.scores) for s in scored)
+    def _skip(self, passes: list[ScoredPass]) -> None:
+        rows = sum(p.rows for p in passes)
         self.skipped_rows += rows
         self._on_skipped(rows)
-        self.sink([ServedRecord(s) for s in scored])
+        self.sink([ServedRecord(p) for p in passes])
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            batch = list(item)
+            batch = [item]
             stop = False
             while True:  # everything waiting goes into this pass
                 try:
@@ -92,8 +91,8 @@ class ShadowScorer:
                 if more is None:
                     stop = True
                     break
-                batch.extend(more)
-            rows = sum(len(s.scores) for s in batch)
+                batch.append(more)
+            rows = sum(p.rows for p in batch)
             try:
                 self._score(batch)
             except Exception:
@@ -105,19 +104,19 @@ class ShadowScorer:
             if stop:
                 return
 
-    def _score(self, batch: list[Scored]) -> None:
+    def _score(self, batch: list[ScoredPass]) -> None:
         model = self.holder.current
         if model is None:
             self._skip(batch)
             return
-        scores, decisions = score_frame(
-            model, pd.concat([s.features for s in batch], ignore_index=True)
-        )
+        frames = [p.features for p in batch if p.features is not None]
+        features = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        scores, decisions = score_frame(model, features)
         records: list[ServedRecord] = []
         start = 0
         disagreements = 0
         for served in batch:
-            end = start + len(served.scores)
+            end = start + served.rows
             shadow = ShadowScores(model.version, scores[start:end], decisions[start:end])
             disagreements += int(np.count_nonzero(shadow.decisions != served.decisions))
             records.append(ServedRecord(served, shadow))

@@ -60,5 +60,10 @@ def model_inputs(frame: pd.DataFrame, columns: list[str] | tuple[str, ...]) -> p
 
 
 def fraud_scores(model: xgb.XGBClassifier, features: pd.DataFrame) -> np.ndarray:
-    """Probability of fraud for each row."""
-    return model.predict_proba(features)[:, 1]
+    """Probability of fraud for each row (``features``: the model inputs, in training order).
+
+    The booster predicts on the plain matrix: the same probabilities as ``predict_proba`` on
+    the frame, without its per-call pandas conversion (most of a one-row prediction's time).
+    """
+    matrix = np.ascontiguousarray(features.to_numpy(dtype=np.float64))
+    return np.asarray(model.get_booster().inplace_predict(matrix, validate_features=False))

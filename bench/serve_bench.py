@@ -1,0 +1,266 @@
+"""Load benchmark of the model service on loopback: throughput and p50/p95/p99 latency of single
+and batch predictions with an XGBoost champion, against the bare model's predict call on the
+same rows in the same run.
+
+Set-up (about a minute): five generated days are ingested and the model factory trains on them
+in a throwaway ``MLOPS_HOME``; the ``champion`` alias is put on the XGBoost candidate. Then
+``mlops-assets serve`` runs as it would in production (uvicorn, one process, the prediction log
+on), and locust (headless, in its own process) offers a fixed rate for a fixed time:
+
+* single: ``/predict`` at ``--rate`` requests/s (default 200) for ``--seconds`` (default 30);
+* batch: ``/predict/batch`` of ``--batch-size`` transactions (default 100) at ``--batch-rate``
+  requests/s (default 10).
+
+The floor is the champion's own scorer called in this process on the same transactions'
+features (from the batch feature table), one row at a time and in batches of the same size.
+
+Target (issue 7): p99 of single predictions under 25 ms at 200 requests/s on a 2-core machine.
+Usage: ``.venv/bin/python bench/serve_bench.py [--rate 200] [--seconds 30] [--strict]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_P99_MS = 25.0
+DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(5)]
+DAY = DAYS[-1]
+
+
+def build_world(home: Path, rows_per_day: int) -> None:
+    """Ingest the days, train, and put ``champion`` on the XGBoost candidate."""
+    import dagster as dg
+
+    sys.path.insert(0, str(ROOT))
+    from mlops_assets.datagen import GeneratorConfig, write_day
+    from mlops_assets.environment import build_resources
+    from mlops_assets.settings import Settings
+    from mlops_assets_tests.pipeline import INGEST, TRAIN, materialize, training_config
+
+    settings = Settings()
+    resources = build_resources(settings)
+    config = GeneratorConfig(rows_per_day=rows_per_day, seed=7, epoch=settings.paysim_epoch)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in DAYS:
+        write_day(day, config, settings.resolved_landing_uri)
+        assert materialize(INGEST, resources, instance, day).success, day
+    config_ = training_config(len(DAYS) - 1, DAY, trials=1)
+    assert materialize(TRAIN, resources, instance, run_config=config_).success
+    client = resources["mlflow_tracking"].client()
+    versions = client.search_model_versions(f"name='{settings.model_name}'")
+    xgboost = max(
+        (v for v in versions if v.tags.get("model_family") == "xgboost"),
+        key=lambda v: int(v.version),
+    )
+    client.set_registered_model_alias(settings.model_name, "champion", xgboost.version)
+
+
+def requests_and_features() -> tuple[list[dict[str, Any]], Any, Any]:
+    """The holdout day's transactions as request bodies, their batch features, the scorer."""
+    import polars as pl
+
+    from mlops_assets.environment import build_resources
+    from mlops_assets.registry.champion import find_alias, load_scorer
+    from mlops_assets.serve.online_features import REQUEST_FIELDS
+    from mlops_assets.settings import Settings
+    from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
+
+    settings = Settings()
+    resources = build_resources(settings)
+    lake = resources["lake"]
+    rows = pl.from_arrow(
+        lake.read(VALIDATED_TRANSACTIONS, days=[DAY], columns=[*REQUEST_FIELDS, "transaction_id"])
+    ).sort("timestamp")
+    bodies = [
+        {**row, "timestamp": row["timestamp"].isoformat()} for row in rows.iter_rows(named=True)
+    ]
+    features = lake.read(TRANSACTION_FEATURES, days=[DAY]).to_pandas()
+    model = find_alias(resources["mlflow_tracking"].client(), settings.model_name, "champion")
+    assert model is not None and model.family == "xgboost"
+    return bodies, features, load_scorer(model)
+
+
+def floor(scorer: Any, features: Any, batch_size: int, calls: int) -> dict[str, float]:
+    """Latency of the bare scorer on ``calls`` slices of ``batch_size`` feature rows."""
+    latencies = []
+    for i in range(calls):
+        start = (i * batch_size) % (len(features) - batch_size)
+        rows = features.iloc[start : start + batch_size]
+        began = time.perf_counter()
+        scorer(rows)
+        latencies.append((time.perf_counter() - began) * 1000.0)
+    return percentiles(np.asarray(latencies[10:]))
+
+
+def percentiles(latencies: np.ndarray) -> dict[str, float]:
+    return {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 95, 99)} | {
+        "max": float(latencies.max())
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, seconds: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
+                return dict(json.loads(response.read()))
+        except Exception:
+            time.sleep(0.5)
+    raise TimeoutError(f"the service at {url} was not ready within {seconds:.0f} s")
+
+
+def metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_load(
+    url: str, work: Path, bodies_file: Path, users: int, seconds: int, batch: int
+) -> dict[str, Any]:
+    """Offer ``users`` requests/s for ``seconds`` with locust; exact latencies back."""
+    out = work / f"locust_{batch}.json"
+    env = os.environ | {
+        "SERVE_BENCH_REQUESTS": str(bodies_file),
+        "SERVE_BENCH_BATCH": str(batch),
+        "SERVE_BENCH_OUT": str(out),
+    }
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "serve_locustfile.py"),
+        "--headless", "--users", str(users), "--spawn-rate", str(users),
+        "--run-time", f"{seconds}s", "--host", url, "--only-summary", "--loglevel", "WARNING",
+        "--stop-timeout", "10",
+    ]  # fmt: skip
+    subprocess.run(command, env=env, check=False, timeout=seconds + 120, cwd=work)
+    results = json.loads(out.read_text())
+    started = np.asarray([r[0] for r in results])
+    statuses = np.asarray([r[1] for r in results])
+    latencies = np.asarray([r[2] for r in results])
+    warm = started >= started.min() + 2.0  # leave out the spawn second(s)
+    ok = warm & (statuses == 200)
+    span = started[warm].max() - started[warm].min()
+    return {
+        "requests": int(warm.sum()),
+        "errors": int((warm & (statuses != 200)).sum()),
+        "throughput_rps": float(ok.sum() / span) if span > 0 else 0.0,
+        **percentiles(latencies[ok]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=200, help="single requests per second")
+    parser.add_argument("--seconds", type=int, default=30, help="length of each load run")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-rate", type=int, default=10, help="batch requests per second")
+    parser.add_argument("--rows-per-day", type=int, default=20_000)
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    os.environ["MLOPS_HOME"] = str(work / "home")
+    print(f"working in {work}", flush=True)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        began = time.perf_counter()
+        build_world(work / "home", args.rows_per_day)
+        print(f"set-up (ingest + train) {time.perf_counter() - began:.0f} s", flush=True)
+        bodies, features, scorer = requests_and_features()
+        bodies_file = work / "requests.json"
+        bodies_file.write_text(json.dumps(bodies))
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server_env = os.environ | {
+            "MLOPS_SERVE_PORT": str(port),
+            "MLOPS_SERVE_REFRESH_SECONDS": "0",
+        }
+        with open(work / "server.log", "wb") as server_log:
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlops-assets"), "serve"],
+                env=server_env,
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+            )
+        ready = wait_ready(url)
+        print(f"service ready (model v{ready['model_version']})", flush=True)
+
+        single = run_load(url, work, bodies_file, args.rate, args.seconds, batch=0)
+        batch = run_load(url, work, bodies_file, args.batch_rate, args.seconds, args.batch_size)
+        passes = metric(url, "mlops_serve_scoring_pass_requests_count")
+        scored = metric(url, "mlops_serve_scoring_pass_requests_sum")
+        time.sleep(6)  # one prediction-log flush interval
+        logged = metric(url, 'mlops_serve_prediction_log_rows_total{outcome="written"}')
+
+        floor_single = floor(scorer, features, 1, 2000)
+        floor_batch = floor(scorer, features, args.batch_size, 300)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def show(label: str, load: dict[str, Any], bare: dict[str, float]) -> None:
+        print(
+            f"{label}: {load['requests']} requests, {load['errors']} errors, "
+            f"{load['throughput_rps']:.1f} requests/s; latency ms p50 {load['p50']:.1f} "
+            f"p95 {load['p95']:.1f} p99 {load['p99']:.1f} max {load['max']:.1f}"
+        )
+        print(
+            f"  floor (bare predict, same rows): p50 {bare['p50']:.2f} p95 {bare['p95']:.2f} "
+            f"p99 {bare['p99']:.2f} ms; service/floor p50 {load['p50'] / bare['p50']:.1f}x "
+            f"p99 {load['p99'] / bare['p99']:.1f}x"
+        )
+
+    print(f"\n== model service on loopback, {os.cpu_count()} CPUs ==")
+    show(f"single /predict at {args.rate}/s for {args.seconds} s", single, floor_single)
+    show(
+        f"batch /predict/batch of {args.batch_size} at {args.batch_rate}/s",
+        batch,
+        floor_batch,
+    )
+    print(
+        f"  {batch['throughput_rps'] * args.batch_size:.0f} transactions/s in batches; "
+        f"scoring passes held {scored / max(passes, 1):.2f} requests on average; "
+        f"{logged:.0f} predictions written to served_predictions"
+    )
+    met = single["p99"] < TARGET_P99_MS and single["errors"] == 0
+    met = met and single["throughput_rps"] >= 0.95 * args.rate
+    print(
+        f"target: single p99 < {TARGET_P99_MS:.0f} ms at {args.rate}/s with no errors: "
+        f"{'met' if met else 'MISSED'} (p99 {single['p99']:.1f} ms, "
+        f"{single['throughput_rps']:.1f}/s, {single['errors']} errors)"
+    )
+    return 1 if args.strict and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
