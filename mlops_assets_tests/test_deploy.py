@@ -615,3 +615,61 @@ def test_compose_config() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- the online model service
+
+
+def test_model_service_manifests_are_valid_kubernetes() -> None:
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "model-service.yaml").read_text()) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    for doc in docs:
+        _validate_k8s(doc)
+    by_kind = {d["kind"]: d for d in docs}
+    deployment = by_kind["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert by_kind["Service"]["spec"]["selector"].items() <= labels.items()
+    assert by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= (
+        labels.items()
+    )
+    target = by_kind["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = container["command"] + container["args"]
+    assert command[command.index("mlops-assets") :][:2] == ["mlops-assets", "serve"]
+    port = int(command[command.index("--port") + 1])
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    (declared,) = container["ports"]
+    assert declared["containerPort"] == port
+    # the probes are the service's own endpoints: ready = a model is loaded, alive = /health
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["resources"]["requests"]["cpu"]  # the HPA scales on CPU utilisation
+    assert container["envFrom"] == [{"secretRef": {"name": "mlops-assets-env"}}]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    settings_fields = {f"MLOPS_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= settings_fields
+    Settings.model_validate({k.removeprefix("MLOPS_").lower(): v for k, v in env.items()})
+
+
+def test_model_service_routes_match_the_app() -> None:
+    """The paths the manifests probe and the README documents exist on the app."""
+    from mlops_assets.serve.app import create_app
+    from mlops_assets.serve.model_holder import ModelHolder
+    from mlops_assets.serve.online_features import HistorySnapshot
+
+    app = create_app(ModelHolder(lambda: None, "m", "champion"), HistorySnapshot.empty)
+    paths = {getattr(route, "path", None) for route in app.routes}
+    assert {"/predict", "/predict/batch", "/health", "/ready", "/model-info", "/reload"} <= paths
+    assert {"/metrics", "/docs", "/openapi.json"} <= paths
+
+
+def test_compose_runs_the_model_service() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    service = services["model-service"]
+    assert service["command"][:2] == ["mlops-assets", "serve"]
+    assert "mlops-data:/opt/dagster/app" in service["volumes"]  # the code location's lake
+    assert service["environment"]["MLOPS_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
