@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -34,3 +35,10 @@ def feature_days(days: list[date], config: GeneratorConfig) -> pl.DataFrame:
         table: pa.Table = pl.concat([validated[previous], validated[day]]).to_arrow()
         frames.append(pl.from_arrow(compute_features_duckdb(table, day)))
     return pl.concat(frames)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on loopback right now (the server may still lose a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
+from mlops_assets_tests.helpers import free_port
 
 HOST = "127.0.0.1"
 
@@ -66,13 +67,6 @@ class MlflowServer:
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's combined stdout/stderr."""
         return _tail(self.log_path, lines)
-
-
-def free_port() -> int:
-    """A TCP port that is free on loopback right now (the server may still lose a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(path: Path, lines: int) -> str:

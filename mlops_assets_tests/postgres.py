@@ -35,7 +35,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from mlops_assets_tests.helpers import free_port
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -232,13 +233,6 @@ def _make_base_dir(user: pwd.struct_passwd | None) -> Path:
 
 
 # --- running the binaries -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port that is free on loopback right now (the server may still lose a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _child_env(base: Path) -> dict[str, str]:

@@ -14,7 +14,6 @@ them with ``monkeypatch`` (``S3Server.env``), so they never leak into other test
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mlops_assets_tests.helpers import free_port
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -95,13 +96,6 @@ class S3Server:
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10):
             pass
-
-
-def free_port() -> int:
-    """A TCP port that is free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(endpoint_url: str) -> bool:

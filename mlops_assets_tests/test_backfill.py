@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from dagster._core.instance.ref import InstanceRef
 from deltalake import DeltaTable
 
 from mlops_assets.datagen import GeneratorConfig, write_days
+from mlops_assets_tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -86,12 +86,6 @@ def test_cli_backfills_thirty_days_in_one_run(tmp_path: Path) -> None:
     for key in INGEST:
         assert materialized(env, key) == expected, key
     check_lake(env)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -40,8 +40,10 @@ def test_the_window_is_split_by_time_and_pinned(lake: DeltaLake) -> None:
     assert spec.holdout_days == (DAYS[5].isoformat(),)
     assert spec.train_days == spec.fit_days[:-1] and spec.tuning_days == spec.fit_days[-1:]
     assert spec.features_version == lake.version(TRANSACTION_FEATURES)
-    assert spec.rows == len(selected.frame) == (
-        len(selected.train) + len(selected.tuning) + len(selected.holdout)
+    assert (
+        spec.rows
+        == len(selected.frame)
+        == (len(selected.train) + len(selected.tuning) + len(selected.holdout))
     )
     assert set(selected.holdout["txn_date"]) == {DAYS[5].isoformat()}
 

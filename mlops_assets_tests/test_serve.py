@@ -5,25 +5,45 @@ metrics, and reloads that swap the model or keep the old one when the new one ca
 from __future__ import annotations
 
 import json
+import logging
+import random
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
+import numpy as np
 import polars as pl
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from mlops_assets.datagen import GeneratorConfig, write_day
 from mlops_assets.environment import build_resources
-from mlops_assets.serve.app import ServeConfig, create_app_from_resources
-from mlops_assets.serve.online_features import REQUEST_FIELDS
+from mlops_assets.features.definition import FEATURE_COLUMNS
+from mlops_assets.monitor.assets import DRIFT_CATEGORICAL, DRIFT_NUMERICAL
+from mlops_assets.monitor.drift import compute_drift
+from mlops_assets.registry.champion import find_alias, load_scorer
+from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.serve.app import ServeConfig, create_app, create_app_from_resources
+from mlops_assets.serve.model_holder import ModelHolder
+from mlops_assets.serve.online_features import REQUEST_FIELDS, load_history, parse_transaction
 from mlops_assets.settings import Settings
-from mlops_assets.tables import SCORED_TRANSACTIONS, VALIDATED_TRANSACTIONS
+from mlops_assets.tables import (
+    SCORED_TRANSACTIONS,
+    SERVED_PREDICTIONS,
+    TRANSACTION_FEATURES,
+    VALIDATED_TRANSACTIONS,
+)
+from mlops_assets_tests.helpers import free_port
 from mlops_assets_tests.pipeline import INGEST, TRAIN, materialize, training_config
 
 pytestmark = pytest.mark.slow
@@ -46,11 +66,12 @@ class World:
     def client(self) -> MlflowClient:
         return self.resources["mlflow_tracking"].client()
 
-    def app(self, **config: Any) -> Any:
+    def app(self, log_lake: DeltaLake | None = None, **config: Any) -> Any:
         return create_app_from_resources(
             self.resources["lake"],
             self.resources["mlflow_tracking"],
             ServeConfig(model_name=NAME, max_batch_size=MAX_BATCH, **config),
+            log_lake=log_lake,
         )
 
     def score_batch(self) -> pl.DataFrame:
@@ -289,3 +310,301 @@ def test_reload_swaps_the_model_and_keeps_the_old_one_when_the_new_one_fails(
 
 def _local_path(uri: str) -> str:
     return uri.removeprefix("file://")
+
+
+# ---------------------------------------------------------------- the prediction log
+
+
+def _version_scores(world: World, alias: str) -> tuple[str, dict[str, float]]:
+    """The version behind ``alias`` and its batch scores of DAY (the features batch wrote)."""
+    model = find_alias(world.client, NAME, alias)
+    assert model is not None
+    features = world.resources["lake"].read(TRANSACTION_FEATURES, days=[DAY]).to_pandas()
+    scores = np.asarray(load_scorer(model)(features), dtype=np.float64)
+    return model.version, dict(zip(features["transaction_id"], scores, strict=True))
+
+
+def _other_candidate(world: World) -> str:
+    """The other candidate the model factory registered (not a version a test made)."""
+    champion = str(world.client.get_model_version_by_alias(NAME, "champion").version)
+    versions = world.client.search_model_versions(f"name='{NAME}'")
+    return str(min(int(v.version) for v in versions if str(v.version) != champion))
+
+
+def _logged(lake: DeltaLake) -> pl.DataFrame:
+    return pl.from_arrow(lake.read(SERVED_PREDICTIONS))  # type: ignore[return-value]
+
+
+def test_every_prediction_is_appended_to_the_daily_prediction_log(
+    world: World, tmp_path: Path
+) -> None:
+    log_lake = DeltaLake(root_uri=str(tmp_path / "log"))
+    config = {"log_flush_seconds": 0.2}
+    with TestClient(world.app(log_lake=log_lake, **config)) as client:
+        singles = [client.post("/predict", json=r).json() for r in world.requests[:30]]
+        batch = client.post("/predict/batch", json={"transactions": world.requests[30:130]})
+        assert batch.status_code == 200
+        new = {**world.requests[-1], "transaction_id": None, "timestamp": "2026-01-06T03:00:00Z"}
+        fresh = client.post("/predict", json=new).json()
+        info = client.get("/model-info").json()["prediction_log"]
+        assert info["last_error"] is None
+    # leaving the client shut the service down, which wrote what was pending
+    logged = _logged(log_lake)
+    assert logged.height == 131
+    assert log_lake.days(SERVED_PREDICTIONS) == [DAY, DAY + timedelta(days=1)]
+    rows = {row["transaction_id"]: row for row in logged.iter_rows(named=True)}
+    for answer in [*singles, *batch.json()["predictions"], fresh]:
+        row = rows[answer["transaction_id"]]
+        assert row["fraud_score"] == answer["fraud_score"]
+        assert row["is_fraud_predicted"] == answer["is_fraud_predicted"]
+    version = singles[0]["model_version"]
+    assert logged["model_version"].unique().to_list() == [version]
+    assert logged["model_alias"].unique().to_list() == ["champion"]
+    assert logged["threshold"].unique().to_list() == [singles[0]["threshold"]]
+    endpoints = logged.group_by("endpoint").len().sort("endpoint")
+    assert endpoints.rows() == [("predict", 31), ("predict/batch", 100)]
+    assert (logged["latency_ms"] > 0).all()
+    assert logged["served_at"].is_not_null().all()
+    assert logged["shadow_model_version"].is_null().all()  # shadow mode is off by default
+    # the logged features are the batch features of those transactions
+    batch_features = pl.from_arrow(
+        world.resources["lake"].read(TRANSACTION_FEATURES, days=[DAY])
+    ).select("transaction_id", *FEATURE_COLUMNS)
+    joined = logged.join(batch_features, on="transaction_id", suffix="_batch")
+    assert joined.height == 130
+    for name in FEATURE_COLUMNS:
+        difference = (joined[name] - joined[f"{name}_batch"].cast(pl.Float64)).abs().max()
+        assert difference is not None and difference <= 1e-9, name
+    # the drift report runs on served traffic as it runs on a batch-scored day
+    reference = world.resources["lake"].read(TRANSACTION_FEATURES, days=[DAYS[-2]]).to_pandas()
+    summary = compute_drift(
+        reference,
+        logged.filter(pl.col("txn_date") == DAY).to_pandas(),
+        numerical=DRIFT_NUMERICAL,
+        categorical=DRIFT_CATEGORICAL,
+    )
+    assert summary.total_columns == len(DRIFT_NUMERICAL) + len(DRIFT_CATEGORICAL)
+    assert summary.current_rows == 130
+
+
+def test_a_failed_log_write_keeps_its_rows_then_drops_the_oldest_and_says_what_was_lost(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the log's directory should be")
+    log_lake = DeltaLake(root_uri=str(blocker / "lake"))  # every write fails
+    config = {"log_flush_seconds": 0.1, "log_flush_rows": 5, "log_max_pending_rows": 12}
+    caplog.set_level(logging.INFO, logger="mlops_assets.serve.prediction_log")
+    with TestClient(world.app(log_lake=log_lake, **config)) as client:
+        def log_info() -> dict[str, Any]:
+            return dict(client.get("/model-info").json()["prediction_log"])
+
+        for request in world.requests[:8]:
+            assert client.post("/predict", json=request).status_code == 200
+        _wait_for(lambda: "writing 8 prediction(s) failed, kept for the next" in caplog.text)
+        info = log_info()
+        assert info["pending_rows"] == 8 and info["written_rows"] == 0
+        assert "NotADirectory" in info["last_error"]
+        # the lake comes back: the next write has every kept row
+        blocker.unlink()
+        _wait_for(lambda: log_info()["written_rows"])
+        info = log_info()
+        assert (info["written_rows"], info["pending_rows"], info["last_error"]) == (8, 0, None)
+        assert _logged(log_lake).height == 8
+        metrics = client.get("/metrics").text
+        assert 'mlops_serve_prediction_log_rows_total{outcome="written"} 8.0' in metrics
+
+        # the lake goes away for good: beyond 12 waiting rows the oldest are dropped
+        shutil.rmtree(tmp_path / "blocker")
+        blocker.write_text("gone again")
+        for request in world.requests[8:28]:
+            assert client.post("/predict", json=request).status_code == 200
+        _wait_for(lambda: log_info()["dropped_rows"])
+        assert "oldest unwritten prediction(s): more than 12 were waiting" in caplog.text
+    info_lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert info_lost and "could not be written at shutdown" in info_lost[-1]
+
+
+def _wait_for(condition: Callable[[], Any], seconds: float = 20.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {seconds} s")
+
+
+# ---------------------------------------------------------------- shadow mode
+
+
+def test_shadow_mode_scores_with_the_challenger_off_the_request_path(
+    world: World, tmp_path: Path
+) -> None:
+    world.client.set_registered_model_alias(NAME, "challenger", _other_candidate(world))
+    champion_version, champion_scores = _version_scores(world, "champion")
+    challenger_version, challenger_scores = _version_scores(world, "challenger")
+    delay = 1.0
+
+    def slow_loader(model: Any) -> Any:  # the real challenger, made slow
+        scorer = load_scorer(model)
+
+        def score(frame: Any) -> Any:
+            time.sleep(delay)
+            return scorer(frame)
+
+        return score
+
+    log_lake = DeltaLake(root_uri=str(tmp_path / "log"))
+    tracking = world.resources["mlflow_tracking"]
+    app = create_app(
+        ModelHolder(tracking.client, NAME, "champion"),
+        lambda: load_history(world.resources["lake"], 2),
+        ServeConfig(model_name=NAME, shadow=True, log_flush_seconds=0.2),
+        log_writer=lambda table: log_lake.append(SERVED_PREDICTIONS, table),
+        shadow_holder=ModelHolder(tracking.client, NAME, "challenger", loader=slow_loader),
+    )
+    requests = world.requests[:20]
+    with TestClient(app) as client:
+        for request in requests:
+            response = client.post("/predict", json=request)
+            body = response.json()
+            assert body["model_version"] == int(champion_version)
+            assert body["latency_ms"] < delay * 1000  # the shadow's second is not waited for
+        info = client.get("/model-info").json()["shadow"]
+        assert (info["alias"], info["version"]) == ("challenger", challenger_version)
+    logged = _logged(log_lake)
+    assert logged.height == len(requests)
+    assert logged["shadow_model_version"].unique().to_list() == [int(challenger_version)]
+    for row in logged.iter_rows(named=True):
+        expected = challenger_scores[row["transaction_id"]]
+        assert row["shadow_fraud_score"] == pytest.approx(expected, abs=1e-6)
+        assert row["fraud_score"] == pytest.approx(champion_scores[row["transaction_id"]], abs=1e-6)
+    world.client.delete_registered_model_alias(NAME, "challenger")
+
+
+# ---------------------------------------------------------------- swaps while requests flow
+
+
+def test_the_model_swaps_while_requests_flow_without_an_error_or_a_mixed_answer(
+    world: World, tmp_path: Path
+) -> None:
+    first = str(world.client.get_model_version_by_alias(NAME, "champion").version)
+    second = _other_candidate(world)
+    expected = {first: _version_scores(world, "champion")[1]}
+    world.client.set_registered_model_alias(NAME, "challenger", second)
+    expected[second] = _version_scores(world, "challenger")[1]
+    world.client.delete_registered_model_alias(NAME, "challenger")
+
+    app = world.app(refresh_seconds=0.3, log_lake=DeltaLake(root_uri=str(tmp_path / "log")))
+    answers: list[tuple[float, float, int, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def client_loop(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while not stop.is_set():
+                request = rng.choice(world.requests[:500])
+                sent = time.monotonic()
+                response = http.post("/predict", json=request)
+                answers.append((sent, time.monotonic(), response.status_code, response.json()))
+
+    with _running(app) as url:
+        clients = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
+        try:
+            for thread in clients:
+                thread.start()
+            time.sleep(1.0)
+            # the alias moves: the service's poll picks it up, no call needed
+            moved = time.monotonic()
+            world.client.set_registered_model_alias(NAME, "champion", second)
+            _wait_for(lambda: any(a[3].get("model_version") == int(second) for a in answers))
+            switched = min(a[1] for a in answers if a[3].get("model_version") == int(second))
+            time.sleep(1.0)
+            # and back, through POST /reload: once it has returned, every answer is v-first
+            world.client.set_registered_model_alias(NAME, "champion", first)
+            with httpx.Client(base_url=url, timeout=60) as http:
+                reload = http.post("/reload", params={"history": "false"})
+            reloaded = time.monotonic()
+            assert reload.status_code == 200 and reload.json()["model"]["version"] == first
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join()
+            world.client.set_registered_model_alias(NAME, "champion", first)
+
+    assert len(answers) > 100, len(answers)
+    assert [a for a in answers if a[2] != 200] == []
+    for _, _, _, body in answers:  # each answer comes wholly from the version it names
+        version = str(body["model_version"])
+        assert body["fraud_score"] == pytest.approx(
+            expected[version][body["transaction_id"]], abs=1e-6
+        )
+    assert switched - moved < 10.0
+    after = [a for a in answers if a[0] > reloaded]
+    assert after and {a[3]["model_version"] for a in after} == {int(first)}
+    seen = {a[3]["model_version"] for a in answers}
+    assert seen == {int(first), int(second)}
+
+
+@contextmanager
+def _running(app: Any) -> Iterator[str]:
+    """The app served by a real uvicorn on a loopback port, in a thread."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait_for(lambda: server.started, 60)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+# ---------------------------------------------------------------- the history snapshot
+
+
+def test_a_newer_validated_table_refreshes_the_history_snapshot(
+    world: World, tmp_path: Path
+) -> None:
+    shutil.copytree(world.resources["lake"].root_uri, tmp_path / "lake")
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    app = create_app_from_resources(
+        lake,
+        world.resources["mlflow_tracking"],
+        ServeConfig(model_name=NAME, refresh_seconds=0.2),
+        log_predictions=False,
+    )
+    with TestClient(app) as client:
+        before = client.get("/model-info").json()["history"]
+        assert before["days"] == [DAYS[-2].isoformat(), DAY.isoformat()]
+        # the next day is validated while the service runs
+        next_day = DAY + timedelta(days=1)
+        day = pl.from_arrow(lake.read(VALIDATED_TRANSACTIONS, days=[DAY]))
+        shifted = day.with_columns(
+            pl.col("timestamp") + timedelta(days=1),
+            pl.col("txn_date") + timedelta(days=1),
+            pl.col("transaction_id") + "+1",
+        )
+        lake.overwrite_day(VALIDATED_TRANSACTIONS, shifted.to_arrow(), next_day)
+        after = _wait_for(
+            lambda: (
+                (h := client.get("/model-info").json()["history"])["days"][-1]
+                == next_day.isoformat()
+                and h
+            )
+        )
+        assert after["days"] == [DAY.isoformat(), next_day.isoformat()]
+        assert after["delta_version"] == lake.version(VALIDATED_TRANSACTIONS)
+        assert after["rows"] == before["rows"] - world.scored.height + day.height
+        # a transaction of the new day now sees its account's history of that day
+        busiest = shifted.group_by("nameOrig").len().sort("len")[-1]["nameOrig"][0]
+        last = shifted.filter(pl.col("nameOrig") == busiest).sort("timestamp")[-1]
+        request = {k: last[k][0] for k in REQUEST_FIELDS}
+        request["timestamp"] = (last["timestamp"][0] + timedelta(minutes=1)).isoformat()
+        response = client.post("/predict", json=request)
+        assert response.status_code == 200
+        features = app.state.service.features.compute([parse_transaction(request)])
+        assert features["orig_txn_count_24h"][0] >= 1

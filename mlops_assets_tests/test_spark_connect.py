@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,15 +20,10 @@ from mlops_assets.features.engines import DuckDBFeatureEngine
 from mlops_assets.features.spark_engine import SparkFeatureEngine
 from mlops_assets.resources.spark_jars import fetch_delta_jars
 from mlops_assets.settings import Settings
+from mlops_assets_tests.helpers import free_port
 from mlops_assets_tests.test_spark import DAYS, features, lake_with_validated
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,8 @@ from mlops_assets.resources.spark_jars import (
 from mlops_assets.resources.spark_s3 import CREDENTIALS_PROVIDER, spark_path
 from mlops_assets.settings import Settings
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
-from mlops_assets_tests.helpers import validated_day
-from mlops_assets_tests.s3_server import S3Server, free_port
+from mlops_assets_tests.helpers import free_port, validated_day
+from mlops_assets_tests.s3_server import S3Server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).parent / "dagster"

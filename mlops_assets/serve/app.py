@@ -603,21 +603,27 @@ class _BodyTooLarge(Exception):
 
 
 def create_app_from_resources(
-    lake: Any, mlflow_tracking: Any, config: ServeConfig | None = None, log_predictions: bool = True
+    lake: Any,
+    mlflow_tracking: Any,
+    config: ServeConfig | None = None,
+    log_predictions: bool = True,
+    log_lake: Any = None,
 ) -> FastAPI:
     """The service over the project's ``DeltaLake`` and ``MlflowTracking`` resources: the
-    history from ``validated_transactions``, the prediction log in ``served_predictions``."""
+    history from ``validated_transactions``, the prediction log in ``served_predictions`` (of
+    ``log_lake`` when given, else of ``lake``)."""
     from mlops_assets.tables import SERVED_PREDICTIONS, VALIDATED_TRANSACTIONS
 
     config = config or ServeConfig()
     holder = ModelHolder(mlflow_tracking.client, config.model_name, config.model_alias)
     shadow = ModelHolder(mlflow_tracking.client, config.model_name, config.shadow_alias)
+    log_target = log_lake or lake
     return create_app(
         holder,
         lambda: load_history(lake, config.history_days),
         config,
         history_version=lambda: lake.version(VALIDATED_TRANSACTIONS),
-        log_writer=(lambda table: lake.append(SERVED_PREDICTIONS, table))
+        log_writer=(lambda table: log_target.append(SERVED_PREDICTIONS, table))
         if log_predictions
         else None,
         shadow_holder=shadow if config.shadow else None,

@@ -178,10 +178,13 @@ class PredictionLog:
         self.dropped_rows = 0
         self.last_version: int | None = None
         self.last_error: str | None = None
+        self._failures = 0
+        self._writing_rows = 0
 
     @property
     def pending_rows(self) -> int:
-        return self._pending_rows
+        """Rows not written yet (waiting, or in the write under way)."""
+        return self._pending_rows + self._writing_rows
 
     def add(self, records: Sequence[ServedRecord]) -> None:
         """Queue records for the next micro-batch (never blocks on a write)."""
@@ -228,7 +231,8 @@ class PredictionLog:
                 if self._stopping:
                     return
             self.flush()
-            deadline = time.monotonic() + self.flush_seconds
+            # after failed writes, wait longer (up to 12 intervals) before the next attempt
+            deadline = time.monotonic() + self.flush_seconds * min(2**self._failures, 12)
 
     def flush(self) -> int:
         """Write everything pending as one Delta append; returns the rows written."""
@@ -236,12 +240,14 @@ class PredictionLog:
             with self._lock:
                 records, rows = self._pending, self._pending_rows
                 self._pending, self._pending_rows = [], 0
+                self._writing_rows = rows
             if not records:
                 return 0
             started = time.perf_counter()
             try:
                 version = self._write(log_table(records))
             except Exception as error:
+                self._failures += 1
                 self.last_error = f"{type(error).__name__}: {error}"
                 self._requeue(records, rows)
                 log.error(
@@ -252,7 +258,10 @@ class PredictionLog:
                     self.last_error,
                 )
                 return 0
+            with self._lock:
+                self._writing_rows = 0
             self.written_rows += rows
+            self._failures = 0
             self.last_version = version
             self.last_error = None
             self._on_written(rows)
@@ -266,6 +275,7 @@ class PredictionLog:
 
     def _requeue(self, records: list[ServedRecord], rows: int) -> None:
         with self._lock:
+            self._writing_rows = 0
             self._pending = records + self._pending
             self._pending_rows += rows
             dropped = 0
