@@ -11,8 +11,10 @@ on), and locust (headless, in its own process) offers a fixed rate for a fixed t
 * batch: ``/predict/batch`` of ``--batch-size`` transactions (default 100) at ``--batch-rate``
   requests/s (default 10).
 
-The floor is the champion's own scorer called in this process on the same transactions'
-features (from the batch feature table), one row at a time and in batches of the same size.
+Two floors, measured in this process in the same run: the champion's own scorer on the same
+transactions' batch features (one row at a time, and in batches of the same size), and what one
+request must compute (the contract parse, the feature SQL over the request and its accounts'
+history with one open DuckDB connection, and the model), called bare.
 
 Target (issue 7): p99 of single predictions under 25 ms at 200 requests/s on a 2-core machine.
 Usage: ``.venv/bin/python bench/serve_bench.py [--rate 200] [--seconds 30] [--strict]``.
@@ -57,10 +59,11 @@ def build_world(home: Path, rows_per_day: int) -> None:
     resources = build_resources(settings)
     config = GeneratorConfig(rows_per_day=rows_per_day, seed=7, epoch=settings.paysim_epoch)
     instance = dg.DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for day in DAYS:
         write_day(day, config, settings.resolved_landing_uri)
-        assert materialize(INGEST, resources, instance, day).success, day
-    config_ = training_config(len(DAYS) - 1, DAY, trials=1)
+        assert materialize(INGEST, resources, instance, day, run_config=quiet).success, day
+    config_ = training_config(len(DAYS) - 1, DAY, trials=1) | quiet
     assert materialize(TRAIN, resources, instance, run_config=config_).success
     client = resources["mlflow_tracking"].client()
     versions = client.search_model_versions(f"name='{settings.model_name}'")
@@ -94,6 +97,32 @@ def requests_and_features() -> tuple[list[dict[str, Any]], Any, Any]:
     model = find_alias(resources["mlflow_tracking"].client(), settings.model_name, "champion")
     assert model is not None and model.family == "xgboost"
     return bodies, features, load_scorer(model)
+
+
+def compute_floor(bodies: list[dict[str, Any]], scorer: Any, calls: int) -> dict[str, float]:
+    """Latency of what one request must compute, called bare in this process: the contract
+    parse, the feature SQL over the request and its accounts' history (DuckDB, one open
+    connection), and the model."""
+    import duckdb
+
+    from mlops_assets.environment import build_resources
+    from mlops_assets.serve.online_features import (
+        features_for_groups,
+        load_history,
+        parse_transaction,
+    )
+    from mlops_assets.settings import Settings
+
+    history = load_history(build_resources(Settings())["lake"], 2)
+    connection = duckdb.connect(config={"threads": 1})
+    latencies = []
+    for i in range(calls):
+        began = time.perf_counter()
+        rows = [parse_transaction(bodies[i % len(bodies)])]
+        scorer(features_for_groups([rows], history, connection).to_pandas())
+        latencies.append((time.perf_counter() - began) * 1000.0)
+    connection.close()
+    return percentiles(np.asarray(latencies[20:]))
 
 
 def floor(scorer: Any, features: Any, batch_size: int, calls: int) -> dict[str, float]:
@@ -176,6 +205,11 @@ def run_load(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=200, help="single requests per second")
+    parser.add_argument(
+        "--also-rates",
+        default="100",
+        help="comma-separated further single-request rates to report (empty: none)",
+    )
     parser.add_argument("--seconds", type=int, default=30, help="length of each load run")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--batch-rate", type=int, default=10, help="batch requests per second")
@@ -213,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"service ready (model v{ready['model_version']})", flush=True)
 
         single = run_load(url, work, bodies_file, args.rate, args.seconds, batch=0)
+        others = {
+            rate: run_load(url, work, bodies_file, rate, args.seconds, batch=0)
+            for rate in (int(r) for r in args.also_rates.split(",") if r.strip())
+        }
         batch = run_load(url, work, bodies_file, args.batch_rate, args.seconds, args.batch_size)
         passes = metric(url, "mlops_serve_scoring_pass_requests_count")
         scored = metric(url, "mlops_serve_scoring_pass_requests_sum")
@@ -220,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         logged = metric(url, 'mlops_serve_prediction_log_rows_total{outcome="written"}')
 
         floor_single = floor(scorer, features, 1, 2000)
+        floor_compute = compute_floor(bodies, scorer, 500)
         floor_batch = floor(scorer, features, args.batch_size, 300)
     finally:
         if server is not None:
@@ -242,6 +281,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n== model service on loopback, {os.cpu_count()} CPUs ==")
     show(f"single /predict at {args.rate}/s for {args.seconds} s", single, floor_single)
+    print(
+        f"  floor (one request's parse + feature SQL + predict, bare): p50 "
+        f"{floor_compute['p50']:.2f} p99 {floor_compute['p99']:.2f} ms; service/floor p50 "
+        f"{single['p50'] / floor_compute['p50']:.1f}x "
+        f"p99 {single['p99'] / floor_compute['p99']:.1f}x"
+    )
+    for rate, load in others.items():
+        print(
+            f"single /predict at {rate}/s: {load['requests']} requests, {load['errors']} errors, "
+            f"{load['throughput_rps']:.1f}/s; latency ms p50 {load['p50']:.1f} "
+            f"p95 {load['p95']:.1f} p99 {load['p99']:.1f}"
+        )
     show(
         f"batch /predict/batch of {args.batch_size} at {args.batch_rate}/s",
         batch,

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -396,6 +400,7 @@ def test_a_failed_log_write_keeps_its_rows_then_drops_the_oldest_and_says_what_w
     config = {"log_flush_seconds": 0.1, "log_flush_rows": 5, "log_max_pending_rows": 12}
     caplog.set_level(logging.INFO, logger="mlops_assets.serve.prediction_log")
     with TestClient(world.app(log_lake=log_lake, **config)) as client:
+
         def log_info() -> dict[str, Any]:
             return dict(client.get("/model-info").json()["prediction_log"])
 
@@ -608,3 +613,47 @@ def test_a_newer_validated_table_refreshes_the_history_snapshot(
         assert response.status_code == 200
         features = app.state.service.features.compute([parse_transaction(request)])
         assert features["orig_txn_count_24h"][0] >= 1
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_the_serve_command_runs_the_service_and_writes_the_log_when_stopped(
+    world: World, tmp_path: Path
+) -> None:
+    """``mlops-assets serve`` as the container runs it: ready on the world's champion, and a
+    SIGTERM writes the pending micro-batch before the process exits."""
+    port = free_port()
+    env = os.environ | {
+        "MLOPS_HOME": str(world.home),
+        "MLOPS_MODEL_NAME": NAME,
+        "MLOPS_SERVE_PORT": str(port),
+        "MLOPS_SERVE_LOG_FLUSH_SECONDS": "3600",  # only the stop writes
+        "MLOPS_LAKE_URI": str(tmp_path / "lake"),  # a lake of its own: no history, a new log
+    }
+    command = [str(Path(sys.executable).parent / "mlops-assets"), "serve"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait_for(ready, 120)
+        for request in world.requests[:5]:
+            response = httpx.post(f"{url}/predict", json=request, timeout=30)
+            assert response.status_code == 200, response.text
+        assert httpx.get(f"{url}/model-info").json()["prediction_log"]["pending_rows"] == 5
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    # uvicorn shuts down cleanly, then re-raises the SIGTERM it caught
+    assert process.returncode in (0, -signal.SIGTERM), output.decode()
+    assert "Application shutdown complete" in output.decode()
+    text = output.decode()
+    assert f"Serving {NAME}@champion on http://127.0.0.1:{port}" in text
+    assert "prediction log: wrote 5 prediction(s)" in text
+    assert _logged(DeltaLake(root_uri=str(tmp_path / "lake"))).height == 5

@@ -315,12 +315,8 @@ class ServiceState:
                 int(current.version)
             )
         if outcome.changed:
-            log.info(
-                "serving %s v%s (was v%s)",
-                self.holder.name,
-                outcome.version,
-                outcome.previous_version,
-            )
+            was = f" (was v{outcome.previous_version})" if outcome.previous_version else ""
+            log.info("serving %s v%s%s", self.holder.name, outcome.version, was)
         elif not outcome.ok:
             log.error(
                 "reload of %s@%s failed, v%s keeps serving: %s",
