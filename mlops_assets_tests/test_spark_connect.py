@@ -86,6 +86,9 @@ def connect_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             remote.stop()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+        # PySpark marks the whole process as a Connect client: later tests' local sessions
+        # (and the subprocesses they start) must not inherit that
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 def test_features_through_spark_connect_match_duckdb(tmp_path: Path, connect_address: str) -> None:

@@ -155,7 +155,14 @@ def step_environment(lake: SparkS3Lake, home: Path, jars_dir: Path) -> dict[str,
     MLOPS_S3_ENDPOINT_URL only)."""
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "DAGSTER_", "AWS_"))}
+    # a Spark Connect session made earlier in this process sets SPARK_CONNECT_MODE_ENABLED,
+    # which would make the step's local session look for a Connect server
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLOPS_", "DAGSTER_", "AWS_"))
+        and k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
+    }
     env.update(
         MLOPS_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster"),
