@@ -158,11 +158,6 @@ class Settings(BaseSettings):
     serve_shadow_alias: str = Field(
         "challenger", description="Alias of the model that scores in shadow mode."
     )
-    serve_scoring_threads: int = Field(
-        1,
-        ge=1,
-        description="Threads of the model service that score queued requests in passes.",
-    )
     serve_host: str = Field("127.0.0.1", description="Address `mlops-assets serve` listens on.")
     serve_port: int = Field(8080, gt=0, description="Port `mlops-assets serve` listens on.")
     feature_engine: Literal["duckdb", "spark"] = Field(

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from mlops_assets.features.spark_engine import SparkFeatureEngine
 from mlops_assets.resources.spark_jars import fetch_delta_jars
 from mlops_assets.settings import Settings
 from mlops_assets_tests.helpers import free_port
+from mlops_assets_tests.spark_connect_server import running_connect_server
 from mlops_assets_tests.test_spark import DAYS, features, lake_with_validated
 
 pytestmark = pytest.mark.slow
@@ -62,33 +60,9 @@ def connect_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "spark-internal",
     ]
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            command,
-            env={**os.environ, "SPARK_HOME": str(spark_home)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "Spark Connect server started" not in log.read_text():
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "Spark Connect server did not start"
-            time.sleep(1)
-        yield f"sc://127.0.0.1:{port}"
-    finally:
-        # close the client first: its exit hook would otherwise retry RPCs at a dead server
-        from pyspark.sql.connect.session import SparkSession as RemoteSession
-
-        remote = RemoteSession.getActiveSession()
-        if remote is not None:
-            remote.stop()
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        # PySpark marks the whole process as a Connect client: later tests' local sessions
-        # (and the subprocesses they start) must not inherit that
-        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    env = {**os.environ, "SPARK_HOME": str(spark_home)}
+    with running_connect_server(command, env, log, port) as address:
+        yield address
 
 
 def test_features_through_spark_connect_match_duckdb(tmp_path: Path, connect_address: str) -> None:

@@ -11,10 +11,8 @@ must fail with a message naming the command that fetches them.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +41,7 @@ from mlops_assets.settings import Settings
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 from mlops_assets_tests.helpers import free_port, validated_day
 from mlops_assets_tests.s3_server import S3Server
+from mlops_assets_tests.spark_connect_server import running_connect_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -334,29 +333,10 @@ spark.hadoop.fs.s3a.endpoint.region {lake.s3.region}
         AWS_ACCESS_KEY_ID=lake.s3.access_key_id,
         AWS_SECRET_ACCESS_KEY=lake.s3.secret_access_key,
     )
-    log = workdir / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            ["/bin/bash", "-c", command],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "Spark Connect server started" not in log.read_text():
-            assert server.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "Spark Connect server did not start"
-            time.sleep(1)
-        yield f"sc://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+    with running_connect_server(
+        ["/bin/bash", "-c", command], env, workdir / "server.log", port
+    ) as address:
+        yield address
 
 
 @pytest.mark.slow

@@ -80,7 +80,13 @@ class ServeConfig:
     log_max_pending_rows: int = 100_000
     shadow: bool = False
     shadow_alias: str = "challenger"
-    scoring_threads: int = 1
+
+
+#: Request latency buckets, seconds: fine around the 25 ms a single prediction should take.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)  # fmt: skip
 
 
 class _Metrics:
@@ -96,27 +102,7 @@ class _Metrics:
             "mlops_serve_request_latency_seconds",
             "Request latency by endpoint.",
             ["endpoint"],
-            buckets=(
-                0.001,
-                0.0025,
-                0.005,
-                0.0075,
-                0.01,
-                0.015,
-                0.02,
-                0.025,
-                0.03,
-                0.04,
-                0.05,
-                0.075,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-            ),
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.scores = Histogram(
@@ -167,7 +153,7 @@ class _Metrics:
             "Rows where the shadow model's decision differs from the served one.",
             registry=self.registry,
         )
-        self.batch_size = Histogram(
+        self.pass_requests = Histogram(
             "mlops_serve_scoring_pass_requests",
             "Requests scored together in one pass of the scoring thread.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
@@ -230,7 +216,6 @@ class ServiceState:
             self.features,
             max_rows=config.max_batch_size,
             on_scored=self._on_scored,
-            threads=config.scoring_threads,
         )
         self.refresher = (
             PeriodicRefresh(self.poll, config.refresh_seconds)
@@ -267,7 +252,7 @@ class ServiceState:
 
     # --- scored requests go to the shadow, then the log -----------------------------------
     def _on_scored(self, scored: ScoredPass) -> None:
-        self.metrics.batch_size.observe(len(scored.sizes))
+        self.metrics.pass_requests.observe(len(scored.sizes))
         if self.shadow is not None:
             self.shadow.submit(scored)
         else:
@@ -645,7 +630,6 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "log_max_pending_rows": settings.serve_log_max_pending_rows,
         "shadow": settings.serve_shadow,
         "shadow_alias": settings.serve_shadow_alias,
-        "scoring_threads": settings.serve_scoring_threads,
     }
     config = ServeConfig(**{**values, **overrides})
     return create_app_from_resources(

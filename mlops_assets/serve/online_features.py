@@ -378,16 +378,10 @@ def features_for_groups(
     return table
 
 
-def features_for(rows: Sequence[dict[str, Any]], history: HistorySnapshot) -> pd.DataFrame:
-    """Features of one request's rows (see ``features_for_groups``)."""
-    return features_for_groups([rows], history).to_pandas()
-
-
 __all__ = [
     "ContractViolation",
     "HistorySnapshot",
     "OnlineFeatures",
-    "features_for",
     "features_for_groups",
     "load_history",
     "parse_transaction",

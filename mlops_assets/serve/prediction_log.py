@@ -11,7 +11,6 @@ up to ``max_pending_rows``; beyond that the oldest are dropped, counted and logg
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -134,15 +133,6 @@ def log_table(records: Sequence[ServedRecord]) -> pa.Table:
     return pa.table(columns, schema=LOG_SCHEMA)
 
 
-def _lower_priority(niceness: int = 10) -> None:
-    """Lower this thread's CPU priority (Linux schedules threads by their own nice value), so
-    that the writes compete with request handling as little as possible."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):  # not Linux, or not allowed: writes at normal priority
-        log.debug("prediction log: could not lower the writer thread's priority")
-
-
 class PredictionLog:
     """Buffers served records and appends them with ``write`` (a table -> Delta version)."""
 
@@ -218,7 +208,6 @@ class PredictionLog:
             )
 
     def _run(self) -> None:
-        _lower_priority()
         deadline = time.monotonic() + self.flush_seconds
         while True:
             with self._lock:

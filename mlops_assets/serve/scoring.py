@@ -1,4 +1,4 @@
-"""The scoring threads: requests queue up, and each pass scores everything waiting at once.
+"""The scoring thread: requests queue up, and each pass scores everything waiting at once.
 
 One feature query and one model call per pass, whatever the number of requests in it, so the
 cost per request falls as load rises instead of the queue growing: at low load a pass holds one
@@ -107,12 +107,12 @@ def score_frame(model: LoadedModel, features: pd.DataFrame) -> tuple[np.ndarray,
 
 
 class ScoringWorker:
-    """Daemon threads that score queued requests in passes of at most ``max_rows`` rows and
-    hand every scored pass to ``on_scored`` after its callers have their answers.
+    """A daemon thread that scores queued requests in passes of at most ``max_rows`` rows and
+    hands every scored pass to ``on_scored`` after its callers have their answers.
 
-    One thread by default: a second one lets a pass start while another runs (DuckDB and
-    XGBoost release the GIL while they compute), but measured at 200 requests/s on two cores
-    it did not lower the latency, since the passes' Python parts then contend for the GIL.
+    One thread: a second one could start a pass while another runs (DuckDB and XGBoost
+    release the GIL while they compute), but measured at 200 requests/s on two cores it did
+    not lower the latency, since the passes' Python parts then contend for the GIL.
     """
 
     def __init__(
@@ -121,43 +121,32 @@ class ScoringWorker:
         features: OnlineFeatures,
         max_rows: int = 1000,
         on_scored: Callable[[ScoredPass], None] | None = None,
-        threads: int = 1,
     ) -> None:
-        if threads < 1:
-            raise ValueError(f"scoring needs at least one thread, got {threads}")
         self.holder = holder
         self.features = features
         self.max_rows = max_rows
         self.on_scored = on_scored
-        self.threads = threads
         self._queue: queue.SimpleQueue[ScoreJob | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._count_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         self.passes = 0
         self.jobs = 0
 
     def start(self) -> None:
-        if not self._threads:
-            self._threads = [
-                threading.Thread(target=self._run, name=f"scoring-{i}", daemon=True)
-                for i in range(self.threads)
-            ]
-            for thread in self._threads:
-                thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="scoring", daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Score what is queued, then stop the threads."""
-        if self._threads:
-            self._queue.put(None)  # each thread passes it on to the next as it stops
-            for thread in self._threads:
-                thread.join(timeout)
-            self._threads = []
-            self._queue = queue.SimpleQueue()
+        """Score what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
             self.features.close()
 
     def submit(self, rows: list[dict[str, Any]], endpoint: str) -> Future[Scored]:
         job = ScoreJob(rows, endpoint)
-        if not self._threads:
+        if self._thread is None:
             job.future.set_exception(RuntimeError("the scoring thread is not running"))
         else:
             self._queue.put(job)
@@ -169,7 +158,6 @@ class ScoringWorker:
             job = carried or self._queue.get()
             carried = None
             if job is None:
-                self._queue.put(None)  # for the next thread
                 break
             jobs, rows = [job], len(job.rows)
             while rows < self.max_rows:
@@ -188,9 +176,8 @@ class ScoringWorker:
             self._score(jobs)
 
     def _score(self, jobs: list[ScoreJob]) -> None:
-        with self._count_lock:
-            self.passes += 1
-            self.jobs += len(jobs)
+        self.passes += 1
+        self.jobs += len(jobs)
         model = self.holder.current  # the whole pass scores with this version
         if model is None:
             for job in jobs:
