@@ -13,8 +13,8 @@ on), and locust (headless, in its own process) offers a fixed rate for a fixed t
 
 Two floors, measured in this process in the same run: the champion's own scorer on the same
 transactions' batch features (one row at a time, and in batches of the same size), and what one
-request must compute (the contract parse, the feature SQL over the request and its accounts'
-history with one open DuckDB connection, and the model), called bare.
+request must compute (the contract parse, the features over the request and its accounts'
+history with the online runner, and the model), called bare.
 
 Target (issue 7): p99 of single predictions under 25 ms at 200 requests/s on a 2-core machine.
 Usage: ``.venv/bin/python bench/serve_bench.py [--rate 200] [--seconds 30] [--strict]``.
@@ -101,10 +101,8 @@ def requests_and_features() -> tuple[list[dict[str, Any]], Any, Any]:
 
 def compute_floor(bodies: list[dict[str, Any]], scorer: Any, calls: int) -> dict[str, float]:
     """Latency of what one request must compute, called bare in this process: the contract
-    parse, the feature SQL over the request and its accounts' history (DuckDB, one open
-    connection), and the model."""
-    import duckdb
-
+    parse, the features over the request and its accounts' history (the online runner), and
+    the model."""
     from mlops_assets.environment import build_resources
     from mlops_assets.serve.online_features import (
         features_for_groups,
@@ -114,14 +112,12 @@ def compute_floor(bodies: list[dict[str, Any]], scorer: Any, calls: int) -> dict
     from mlops_assets.settings import Settings
 
     history = load_history(build_resources(Settings())["lake"], 2)
-    connection = duckdb.connect(config={"threads": 1})
     latencies = []
     for i in range(calls):
         began = time.perf_counter()
         rows = [parse_transaction(bodies[i % len(bodies)])]
-        scorer(features_for_groups([rows], history, connection).to_pandas())
+        scorer(features_for_groups([rows], history).to_pandas())
         latencies.append((time.perf_counter() - began) * 1000.0)
-    connection.close()
     return percentiles(np.asarray(latencies[20:]))
 
 

@@ -10,6 +10,8 @@ run it in a cluster.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 LOOKBACK_SECONDS = 24 * 3600
@@ -51,49 +53,134 @@ KEY_COLUMNS: tuple[str, ...] = (
     "nameDest",
 )
 
+
+@dataclass(frozen=True)
+class FeatureWindow:
+    """A named window: the earlier transactions of the same account (``partition_by``) from
+    the ``lookback_seconds`` before a transaction, up to the second before it (rows at the
+    same second are not "before")."""
+
+    name: str
+    partition_by: str
+    lookback_seconds: int
+
+    def sql(self) -> str:
+        return (
+            f"{self.name} AS (PARTITION BY {self.partition_by} ORDER BY event_seconds\n"
+            f"{' ' * (len(self.name) + 9)}RANGE BETWEEN {self.lookback_seconds} PRECEDING"
+            " AND 1 PRECEDING)"
+        )
+
+
+WINDOWS: tuple[FeatureWindow, ...] = (
+    FeatureWindow("orig_24h", "nameOrig", LOOKBACK_SECONDS),
+    FeatureWindow("dest_24h", "nameDest", LOOKBACK_SECONDS),
+)
+
+#: Every output column with the SQL expression that computes it, in output order. An
+#: expression reads the validated columns, ``event_seconds``, and window aggregates written
+#: ``COUNT(*) OVER w``, ``SUM(column) OVER w`` or ``AVG(column) OVER w`` over a window of
+#: ``WINDOWS`` (the form ``window_aggregates`` reads, so that every runner computes them).
+OUTPUT_EXPRESSIONS: tuple[tuple[str, str], ...] = (
+    ("transaction_id", "transaction_id"),
+    ("txn_date", "CAST(txn_date AS DATE)"),
+    ("timestamp", "timestamp"),
+    ("type", "type"),
+    ("nameOrig", "nameOrig"),
+    ("nameDest", "nameDest"),
+    ("isFraud", "CAST(isFraud AS INTEGER)"),
+    ("amount", "amount"),
+    ("log_amount", "LN(1.0 + amount)"),
+    ("oldbalanceOrg", "oldbalanceOrg"),
+    ("newbalanceOrig", "newbalanceOrig"),
+    ("oldbalanceDest", "oldbalanceDest"),
+    ("newbalanceDest", "newbalanceDest"),
+    ("orig_balance_delta", "oldbalanceOrg - newbalanceOrig"),
+    ("dest_balance_delta", "newbalanceDest - oldbalanceDest"),
+    ("orig_balance_error", "oldbalanceOrg - amount - newbalanceOrig"),
+    ("dest_balance_error", "oldbalanceDest + amount - newbalanceDest"),
+    ("amount_to_orig_balance", "amount / (oldbalanceOrg + 1.0)"),
+    (
+        "empties_orig_account",
+        "CASE WHEN oldbalanceOrg > 0 AND newbalanceOrig = 0 THEN 1 ELSE 0 END",
+    ),
+    (
+        "dest_balances_zero",
+        "CASE WHEN oldbalanceDest = 0 AND newbalanceDest = 0 THEN 1 ELSE 0 END",
+    ),
+    ("is_transfer", "CASE WHEN type = 'TRANSFER' THEN 1 ELSE 0 END"),
+    ("is_cash_out", "CASE WHEN type = 'CASH_OUT' THEN 1 ELSE 0 END"),
+    ("is_payment", "CASE WHEN type = 'PAYMENT' THEN 1 ELSE 0 END"),
+    ("is_cash_in", "CASE WHEN type = 'CASH_IN' THEN 1 ELSE 0 END"),
+    ("is_debit", "CASE WHEN type = 'DEBIT' THEN 1 ELSE 0 END"),
+    ("hour_of_day", "CAST(FLOOR((event_seconds % 86400) / 3600) AS INTEGER)"),
+    ("orig_txn_count_24h", "COUNT(*) OVER orig_24h"),
+    ("orig_amount_sum_24h", "COALESCE(SUM(amount) OVER orig_24h, 0.0)"),
+    ("amount_to_orig_mean_24h", "amount / COALESCE(AVG(amount) OVER orig_24h, amount)"),
+    ("dest_txn_count_24h", "COUNT(*) OVER dest_24h"),
+    ("dest_amount_sum_24h", "COALESCE(SUM(amount) OVER dest_24h, 0.0)"),
+)
+
+
+@dataclass(frozen=True)
+class WindowAggregate:
+    """One ``FUNCTION(column) OVER window`` term of the output expressions."""
+
+    sql: str  # as written, e.g. "SUM(amount) OVER orig_24h"
+    function: str  # COUNT, SUM or AVG
+    column: str | None  # None for COUNT(*)
+    window: FeatureWindow
+
+
+#: A window aggregate term as the output expressions write it.
+AGGREGATE_TERM = re.compile(r"\b(COUNT|SUM|AVG)\((\*|[A-Za-z_]\w*)\) OVER ([A-Za-z_]\w*)")
+
+
+def window_aggregates() -> tuple[WindowAggregate, ...]:
+    """The distinct window aggregate terms of ``OUTPUT_EXPRESSIONS``, in order of appearance.
+
+    Raises ``ValueError`` for an ``OVER`` that is not of the declared form or names an
+    undeclared window: a runner that computes the windows itself would otherwise miss it.
+    """
+    windows = {window.name: window for window in WINDOWS}
+    found: dict[str, WindowAggregate] = {}
+    for name, expression in OUTPUT_EXPRESSIONS:
+        terms = list(AGGREGATE_TERM.finditer(expression))
+        if len(terms) != expression.upper().count(" OVER "):
+            raise ValueError(f"{name}: a window term is not FUNCTION(column) OVER window")
+        for term in terms:
+            function, column, window = term.groups()
+            if window not in windows:
+                raise ValueError(f"{name}: no window named {window}")
+            if (column == "*") != (function == "COUNT"):
+                raise ValueError(f"{name}: write COUNT(*), SUM(column) or AVG(column)")
+            found.setdefault(
+                term.group(0),
+                WindowAggregate(
+                    term.group(0), function, None if column == "*" else column, windows[window]
+                ),
+            )
+    return tuple(found.values())
+
+
+WINDOW_AGGREGATES = window_aggregates()
+
 _FEATURE_SQL = """
 SELECT * FROM (
   SELECT
-    transaction_id,
-    CAST(txn_date AS DATE) AS txn_date,
-    timestamp,
-    type,
-    nameOrig,
-    nameDest,
-    CAST(isFraud AS INTEGER) AS isFraud,
-    amount,
-    LN(1.0 + amount) AS log_amount,
-    oldbalanceOrg,
-    newbalanceOrig,
-    oldbalanceDest,
-    newbalanceDest,
-    oldbalanceOrg - newbalanceOrig AS orig_balance_delta,
-    newbalanceDest - oldbalanceDest AS dest_balance_delta,
-    oldbalanceOrg - amount - newbalanceOrig AS orig_balance_error,
-    oldbalanceDest + amount - newbalanceDest AS dest_balance_error,
-    amount / (oldbalanceOrg + 1.0) AS amount_to_orig_balance,
-    CASE WHEN oldbalanceOrg > 0 AND newbalanceOrig = 0 THEN 1 ELSE 0 END AS empties_orig_account,
-    CASE WHEN oldbalanceDest = 0 AND newbalanceDest = 0 THEN 1 ELSE 0 END AS dest_balances_zero,
-    CASE WHEN type = 'TRANSFER' THEN 1 ELSE 0 END AS is_transfer,
-    CASE WHEN type = 'CASH_OUT' THEN 1 ELSE 0 END AS is_cash_out,
-    CASE WHEN type = 'PAYMENT' THEN 1 ELSE 0 END AS is_payment,
-    CASE WHEN type = 'CASH_IN' THEN 1 ELSE 0 END AS is_cash_in,
-    CASE WHEN type = 'DEBIT' THEN 1 ELSE 0 END AS is_debit,
-    CAST(FLOOR((event_seconds % 86400) / 3600) AS INTEGER) AS hour_of_day,
-    COUNT(*) OVER orig_24h AS orig_txn_count_24h,
-    COALESCE(SUM(amount) OVER orig_24h, 0.0) AS orig_amount_sum_24h,
-    amount / COALESCE(AVG(amount) OVER orig_24h, amount) AS amount_to_orig_mean_24h,
-    COUNT(*) OVER dest_24h AS dest_txn_count_24h,
-    COALESCE(SUM(amount) OVER dest_24h, 0.0) AS dest_amount_sum_24h
+{select}
   FROM transactions
   WINDOW
-    orig_24h AS (PARTITION BY nameOrig ORDER BY event_seconds
-                 RANGE BETWEEN {lookback} PRECEDING AND 1 PRECEDING),
-    dest_24h AS (PARTITION BY nameDest ORDER BY event_seconds
-                 RANGE BETWEEN {lookback} PRECEDING AND 1 PRECEDING)
+{windows}
 ) AS features
-WHERE txn_date BETWEEN DATE '{first}' AND DATE '{last}'
-"""
+WHERE txn_date BETWEEN DATE '{{first}}' AND DATE '{{last}}'
+""".format(
+    select=",\n".join(
+        f"    {expression}" if expression == name else f"    {expression} AS {name}"
+        for name, expression in OUTPUT_EXPRESSIONS
+    ),
+    windows=",\n".join(f"    {window.sql()}" for window in WINDOWS),
+)
 
 
 def feature_sql(first: date, last: date | None = None) -> str:
@@ -101,9 +188,7 @@ def feature_sql(first: date, last: date | None = None) -> str:
 
     Its input must also hold the day before ``first`` (the 24-hour look-back).
     """
-    return _FEATURE_SQL.format(
-        lookback=LOOKBACK_SECONDS, first=first.isoformat(), last=(last or first).isoformat()
-    )
+    return _FEATURE_SQL.format(first=first.isoformat(), last=(last or first).isoformat())
 
 
 def lookback_days(first: date, last: date | None = None) -> list[date]:

@@ -142,7 +142,6 @@ class ScoringWorker:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
-            self.features.close()
 
     def submit(self, rows: list[dict[str, Any]], endpoint: str) -> Future[Scored]:
         job = ScoreJob(rows, endpoint)
