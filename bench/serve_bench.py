@@ -166,10 +166,17 @@ def metric(url: str, name: str) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(
-    url: str, work: Path, bodies_file: Path, users: int, seconds: int, batch: int
+    url: str, work: Path, bodies_file: Path, users: int, seconds: int, batch: int, server_pid: int
 ) -> dict[str, Any]:
-    """Offer ``users`` requests/s for ``seconds`` with locust; exact latencies back."""
+    """Offer ``users`` requests/s for ``seconds`` with locust; exact latencies back, with the
+    CPU the service and the load generator used (in cores, over the run)."""
     out = work / f"locust_{batch}.json"
     env = os.environ | {
         "SERVE_BENCH_REQUESTS": str(bodies_file),
@@ -182,7 +189,16 @@ def run_load(
         "--run-time", f"{seconds}s", "--host", url, "--only-summary", "--loglevel", "WARNING",
         "--stop-timeout", "10",
     ]  # fmt: skip
+    server_before, children_before, began = cpu_seconds(server_pid), os.times(), time.monotonic()
     subprocess.run(command, env=env, check=False, timeout=seconds + 120, cwd=work)
+    elapsed, children_after = time.monotonic() - began, os.times()
+    server_cores = (cpu_seconds(server_pid) - server_before) / elapsed
+    locust_cores = (
+        children_after.children_user
+        + children_after.children_system
+        - children_before.children_user
+        - children_before.children_system
+    ) / elapsed
     results = json.loads(out.read_text())
     started = np.asarray([r[0] for r in results])
     statuses = np.asarray([r[1] for r in results])
@@ -194,6 +210,8 @@ def run_load(
         "requests": int(warm.sum()),
         "errors": int((warm & (statuses != 200)).sum()),
         "throughput_rps": float(ok.sum() / span) if span > 0 else 0.0,
+        "server_cores": server_cores,
+        "locust_cores": locust_cores,
         **percentiles(latencies[ok]),
     }
 
@@ -242,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         ready = wait_ready(url)
         print(f"service ready (model v{ready['model_version']})", flush=True)
 
-        single = run_load(url, work, bodies_file, args.rate, args.seconds, batch=0)
+        single = run_load(url, work, bodies_file, args.rate, args.seconds, 0, server.pid)
         others = {
-            rate: run_load(url, work, bodies_file, rate, args.seconds, batch=0)
+            rate: run_load(url, work, bodies_file, rate, args.seconds, 0, server.pid)
             for rate in (int(r) for r in args.also_rates.split(",") if r.strip())
         }
-        batch = run_load(url, work, bodies_file, args.batch_rate, args.seconds, args.batch_size)
+        batch = run_load(
+            url, work, bodies_file, args.batch_rate, args.seconds, args.batch_size, server.pid
+        )
         passes = metric(url, "mlops_serve_scoring_pass_requests_count")
         scored = metric(url, "mlops_serve_scoring_pass_requests_sum")
         time.sleep(6)  # one prediction-log flush interval
@@ -267,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{label}: {load['requests']} requests, {load['errors']} errors, "
             f"{load['throughput_rps']:.1f} requests/s; latency ms p50 {load['p50']:.1f} "
-            f"p95 {load['p95']:.1f} p99 {load['p99']:.1f} max {load['max']:.1f}"
+            f"p95 {load['p95']:.1f} p99 {load['p99']:.1f} max {load['max']:.1f}; CPU: service "
+            f"{load['server_cores']:.2f} cores, load generator {load['locust_cores']:.2f} cores"
         )
         print(
             f"  floor (bare predict, same rows): p50 {bare['p50']:.2f} p95 {bare['p95']:.2f} "
@@ -278,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== model service on loopback, {os.cpu_count()} CPUs ==")
     show(f"single /predict at {args.rate}/s for {args.seconds} s", single, floor_single)
     print(
-        f"  floor (one request's parse + feature SQL + predict, bare): p50 "
+        f"  floor (one request's parse + features + predict, bare): p50 "
         f"{floor_compute['p50']:.2f} p99 {floor_compute['p99']:.2f} ms; service/floor p50 "
         f"{single['p50'] / floor_compute['p50']:.1f}x "
         f"p99 {single['p99'] / floor_compute['p99']:.1f}x"
@@ -287,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"single /predict at {rate}/s: {load['requests']} requests, {load['errors']} errors, "
             f"{load['throughput_rps']:.1f}/s; latency ms p50 {load['p50']:.1f} "
-            f"p95 {load['p95']:.1f} p99 {load['p99']:.1f}"
+            f"p95 {load['p95']:.1f} p99 {load['p99']:.1f}; CPU: service "
+            f"{load['server_cores']:.2f}, load generator {load['locust_cores']:.2f} cores"
         )
     show(
         f"batch /predict/batch of {args.batch_size} at {args.batch_rate}/s",

@@ -1,18 +1,32 @@
-"""The one feature definition, run by DuckDB: windows, look-back and shape."""
+"""The one feature definition: windows, look-back and shape, run by DuckDB and by the model
+service's in-process runner, which must agree on every case and on whole generated days."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from mlops_assets.datagen import GeneratorConfig, generate_day
-from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN, lookback_days
+from mlops_assets.features.definition import (
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    WINDOWS,
+    lookback_days,
+    window_aggregates,
+)
 from mlops_assets.features.duckdb_engine import compute_features_duckdb
-from mlops_assets_tests.helpers import feature_days
+from mlops_assets.features.online_engine import (
+    INPUT_SCHEMA,
+    IndexedHistory,
+    compute_features_online,
+)
+from mlops_assets_tests.helpers import feature_days, validated_day
 
 DAY = date(2026, 1, 2)
 
@@ -43,14 +57,30 @@ def txn(
     }
 
 
-def features_of(rows: list[dict], day: date = DAY) -> dict[str, dict]:
-    table = pa.Table.from_pylist(rows)
-    table = table.set_column(
-        table.column_names.index("timestamp"),
-        "timestamp",
-        table.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
-    )
-    result = compute_features_duckdb(table, day)
+def input_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows).select(INPUT_SCHEMA.names).cast(INPUT_SCHEMA)
+
+
+def online_features(
+    table: pa.Table, day: date, groups: list[int] | np.ndarray | None = None
+) -> pa.Table:
+    """The day's rows as requests to the online runner, with every row (the day's too) in its
+    history, as the service holds the validated days: a request row is counted once."""
+    requests = table.filter(pc.equal(table.column("txn_date"), pa.scalar(day, pa.date32())))
+    return compute_features_online(requests, IndexedHistory.build(table), groups)
+
+
+@pytest.fixture(params=["duckdb", "online"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def features_of(rows: list[dict], engine: str, day: date = DAY) -> dict[str, dict]:
+    table = input_table(rows)
+    if engine == "duckdb":
+        result = compute_features_duckdb(table, day)
+    else:
+        result = online_features(table, day)
     return {row["transaction_id"]: row for row in result.to_pylist()}
 
 
@@ -58,7 +88,7 @@ def at(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(2026, 1, day, hour, minute, second, tzinfo=UTC)
 
 
-def test_history_counts_prior_24_hours_including_the_day_before() -> None:
+def test_history_counts_prior_24_hours_including_the_day_before(engine: str) -> None:
     rows = [
         txn("old", at(1, 1), "C1", 50.0),  # more than 24 h before the last one
         txn("prev", at(1, 23), "C1", 100.0),  # the day before, inside the window
@@ -66,7 +96,7 @@ def test_history_counts_prior_24_hours_including_the_day_before() -> None:
         txn("b", at(2, 3), "C1", 300.0, dest="C9", type_="TRANSFER"),
         txn("c", at(2, 3, 30), "C2", 10.0, dest="C9"),
     ]
-    features = features_of(rows)
+    features = features_of(rows, engine)
     assert sorted(features) == ["a", "b", "c"]  # only the target day's rows come out
     a, b, c = features["a"], features["b"], features["c"]
     assert a["orig_txn_count_24h"] == 1  # prev; old is 25 h earlier, outside the window
@@ -81,16 +111,16 @@ def test_history_counts_prior_24_hours_including_the_day_before() -> None:
     assert c["dest_amount_sum_24h"] == pytest.approx(300.0)
 
 
-def test_transactions_in_the_same_second_do_not_see_each_other() -> None:
+def test_transactions_in_the_same_second_do_not_see_each_other(engine: str) -> None:
     rows = [txn("x", at(2, 5), "C1", 1.0), txn("y", at(2, 5), "C1", 2.0)]
-    features = features_of(rows)
+    features = features_of(rows, engine)
     assert features["x"]["orig_txn_count_24h"] == 0
     assert features["y"]["orig_txn_count_24h"] == 0
 
 
-def test_payload_features() -> None:
+def test_payload_features(engine: str) -> None:
     row = txn("t", at(2, 13, 45), "C1", 400.0, dest="C7", type_="CASH_OUT", old=400.0)
-    features = features_of([row])["t"]
+    features = features_of([row], engine)["t"]
     assert features["hour_of_day"] == 13
     assert features["is_cash_out"] == 1 and features["is_transfer"] == 0
     assert features["empties_orig_account"] == 1
@@ -110,3 +140,75 @@ def test_generated_day_has_one_complete_feature_row_per_transaction() -> None:
     assert frame[LABEL_COLUMN].sum() == generate_day(DAY, config)["isFraud"].sum()
     assert frame["orig_txn_count_24h"].mean() > 1.0  # accounts do have history
     assert frame["transaction_id"].is_unique().all()
+
+
+@pytest.mark.parametrize("one_request_per_transaction", [False, True])
+def test_online_runner_equals_batch_on_a_generated_day(one_request_per_transaction: bool) -> None:
+    """Every column of every row, as the service computes it (each transaction sent alone, or
+    the whole day as one request), equals the batch table: same schema, same values (floats
+    to 1e-12 relative: sums may add in another order)."""
+    config = GeneratorConfig(rows_per_day=3_000, seed=11)
+    days = lookback_days(DAY)
+    table = pl.concat([validated_day(d, config) for d in days]).to_arrow()
+    table = table.select(INPUT_SCHEMA.names).cast(INPUT_SCHEMA)
+    batch = compute_features_duckdb(table, DAY).sort_by("transaction_id")
+    groups = np.arange(3_000) if one_request_per_transaction else None
+    online = online_features(table, DAY, groups).sort_by("transaction_id")
+    assert online.schema == batch.schema
+    assert online.num_rows == batch.num_rows == 3_000
+    assert batch.column("orig_txn_count_24h").to_numpy().max() > 1  # windows are exercised
+    for name in batch.column_names:
+        expected = batch.column(name).to_numpy(zero_copy_only=False)
+        actual = online.column(name).to_numpy(zero_copy_only=False)
+        if expected.dtype.kind == "f":
+            np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=0, err_msg=name)
+        else:
+            assert (actual == expected).all(), name
+
+
+def test_online_requests_see_history_and_their_own_rows_but_not_each_other() -> None:
+    history = input_table([txn("h", at(2, 1), "C1", 100.0), txn("r", at(2, 2), "C1", 7.0)])
+    requests = input_table(
+        [
+            txn("a", at(2, 3), "C1", 10.0),
+            txn("b", at(2, 4), "C1", 20.0),  # same request as a: sees a
+            txn("r", at(2, 2), "C1", 7.0),  # another request replaying history row r
+            txn("c", at(2, 5), "C1", 30.0),  # a third request: sees history only
+        ]
+    )
+    result = compute_features_online(requests, IndexedHistory.build(history), [0, 0, 1, 2])
+    counts = dict(
+        zip(
+            result.column("transaction_id").to_pylist(),
+            result.column("orig_txn_count_24h").to_pylist(),
+            strict=True,
+        )
+    )
+    assert result.column("transaction_id").to_pylist() == ["a", "b", "r", "c"]  # request order
+    assert counts == {"a": 2, "b": 3, "r": 1, "c": 2}  # r replayed: h only, not itself twice
+    sums = result.column("orig_amount_sum_24h").to_pylist()
+    assert sums == [107.0, 117.0, 100.0, 107.0]
+
+
+def test_online_runner_refuses_no_rows_and_mismatched_groups() -> None:
+    empty = IndexedHistory.build(INPUT_SCHEMA.empty_table())
+    with pytest.raises(ValueError, match="no transactions"):
+        compute_features_online(INPUT_SCHEMA.empty_table(), empty)
+    with pytest.raises(ValueError, match="2 group numbers for 1 rows"):
+        compute_features_online(input_table([txn("a", at(2, 3), "C1", 1.0)]), empty, [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("MAX(amount) OVER orig_24h", "is not FUNCTION"),
+        ("SUM(amount) OVER last_week", "no window named last_week"),
+        ("COUNT(amount) OVER orig_24h", "write COUNT"),
+        ("SUM(*) OVER orig_24h", "write COUNT"),
+    ],
+)
+def test_a_window_term_no_runner_can_compute_is_refused(expression: str, problem: str) -> None:
+    """The online runner computes the window terms itself, so the definition refuses a term it
+    would not recognise rather than let the two engines part ways."""
+    with pytest.raises(ValueError, match=problem):
+        window_aggregates((("odd_feature", expression),), WINDOWS)

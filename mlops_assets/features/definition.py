@@ -1,11 +1,14 @@
 """The per-transaction behaviour features, defined once as portable SQL.
 
-The query reads a view named ``transactions`` holding the validated rows of the target days and
-of the day before them (the 24-hour look-back), with ``event_seconds`` (whole UTC epoch seconds)
+The definition is its output expressions (``OUTPUT_EXPRESSIONS``, standard SQL) and the named
+windows they aggregate over (``WINDOWS``). From them comes the batch query (``feature_sql``): it
+reads a view named ``transactions`` holding the validated rows of the target days and of the
+day before them (the 24-hour look-back), with ``event_seconds`` (whole UTC epoch seconds)
 added, and returns one row per transaction of the target days, in no particular order (sorting
 a day cost a third of the query; readers that need an order sort). It uses only standard SQL
 with window functions (no engine-specific functions), so DuckDB runs it here and Spark SQL can
-run it in a cluster.
+run it in a cluster. The model service runs the same expressions and windows in process
+(``online_engine.py``), since a DuckDB query per request costs more than a request may take.
 """
 
 from __future__ import annotations
@@ -136,15 +139,18 @@ class WindowAggregate:
 AGGREGATE_TERM = re.compile(r"\b(COUNT|SUM|AVG)\((\*|[A-Za-z_]\w*)\) OVER ([A-Za-z_]\w*)")
 
 
-def window_aggregates() -> tuple[WindowAggregate, ...]:
-    """The distinct window aggregate terms of ``OUTPUT_EXPRESSIONS``, in order of appearance.
+def window_aggregates(
+    expressions: tuple[tuple[str, str], ...] = OUTPUT_EXPRESSIONS,
+    declared: tuple[FeatureWindow, ...] = WINDOWS,
+) -> tuple[WindowAggregate, ...]:
+    """The distinct window aggregate terms of the output expressions, in order of appearance.
 
     Raises ``ValueError`` for an ``OVER`` that is not of the declared form or names an
     undeclared window: a runner that computes the windows itself would otherwise miss it.
     """
-    windows = {window.name: window for window in WINDOWS}
+    windows = {window.name: window for window in declared}
     found: dict[str, WindowAggregate] = {}
-    for name, expression in OUTPUT_EXPRESSIONS:
+    for name, expression in expressions:
         terms = list(AGGREGATE_TERM.finditer(expression))
         if len(terms) != expression.upper().count(" OVER "):
             raise ValueError(f"{name}: a window term is not FUNCTION(column) OVER window")

@@ -1,8 +1,8 @@
 """The scoring thread: requests queue up, and each pass scores everything waiting at once.
 
-One feature query and one model call per pass, whatever the number of requests in it, so the
-cost per request falls as load rises instead of the queue growing: at low load a pass holds one
-request and adds no wait; under load the requests that arrived during a pass form the next.
+One feature computation and one model call per pass, whatever the number of requests in it, so
+the cost per request falls as load rises instead of the queue growing: at low load a pass holds
+one request and adds no wait; under load the requests that arrived during a pass form the next.
 Requests stay independent (see ``features_for_groups``). Each pass takes the model once, so a
 request is scored entirely by the version it started with while a reload swaps in another.
 """
@@ -110,9 +110,9 @@ class ScoringWorker:
     """A daemon thread that scores queued requests in passes of at most ``max_rows`` rows and
     hands every scored pass to ``on_scored`` after its callers have their answers.
 
-    One thread: a second one could start a pass while another runs (DuckDB and XGBoost
-    release the GIL while they compute), but measured at 200 requests/s on two cores it did
-    not lower the latency, since the passes' Python parts then contend for the GIL.
+    One thread: a second one could start a pass while another runs (XGBoost releases the GIL
+    while it computes), but measured at 200 requests/s on two cores it did not lower the
+    latency, since the passes' Python parts then contend for the GIL.
     """
 
     def __init__(
