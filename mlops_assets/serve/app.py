@@ -1,8 +1,8 @@
 """The HTTP API of the online model service (FastAPI).
 
 ``POST /predict`` scores one transaction, ``POST /predict/batch`` a bounded list, with the
-features computed by the batch feature SQL over the history snapshot and the champion's
-threshold. ``/health``, ``/ready``, ``/model-info``, ``POST /reload`` and ``/metrics``
+features computed from the one feature definition over the history snapshot (in process,
+``features/online_engine.py``) and the champion's threshold. ``/health``, ``/ready``, ``/model-info``, ``POST /reload`` and ``/metrics``
 (Prometheus) operate it.
 
 Requests are scored by one scoring thread in passes (``scoring.py``); every prediction is
