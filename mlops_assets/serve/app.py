@@ -2,8 +2,8 @@
 
 ``POST /predict`` scores one transaction, ``POST /predict/batch`` a bounded list, with the
 features computed from the one feature definition over the history snapshot (in process,
-``features/online_engine.py``) and the champion's threshold. ``/health``, ``/ready``, ``/model-info``, ``POST /reload`` and ``/metrics``
-(Prometheus) operate it.
+``features/online_engine.py``) and the champion's threshold. ``/health``, ``/ready``,
+``/model-info``, ``POST /reload`` and ``/metrics`` (Prometheus) operate it.
 
 Requests are scored by one scoring thread in passes (``scoring.py``); every prediction is
 appended to the ``served_predictions`` Delta table in micro-batches (``prediction_log.py``); in
