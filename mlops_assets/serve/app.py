@@ -38,6 +38,7 @@ from prometheus_client import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from mlops_assets.features.online_engine import prepare as prepare_online_features
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.online_features import (
     ContractViolation,
@@ -225,6 +226,7 @@ class ServiceState:
 
     # --- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
+        prepare_online_features()
         self.worker.start()
         if self.config.load_on_startup:
             self.refresh_history()
