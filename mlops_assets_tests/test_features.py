@@ -190,12 +190,19 @@ def test_online_requests_see_history_and_their_own_rows_but_not_each_other() -> 
     assert sums == [107.0, 117.0, 100.0, 107.0]
 
 
-def test_online_runner_refuses_no_rows_and_mismatched_groups() -> None:
+def test_online_runner_refuses_no_rows_mismatched_groups_and_nulls() -> None:
     empty = IndexedHistory.build(INPUT_SCHEMA.empty_table())
+    one = input_table([txn("a", at(2, 3), "C1", 1.0)])
     with pytest.raises(ValueError, match="no transactions"):
         compute_features_online(INPUT_SCHEMA.empty_table(), empty)
     with pytest.raises(ValueError, match="2 group numbers for 1 rows"):
-        compute_features_online(input_table([txn("a", at(2, 3), "C1", 1.0)]), empty, [0, 1])
+        compute_features_online(one, empty, [0, 1])
+    # SQL's SUM would skip a null amount where NumPy's would give NaN: refused, never guessed
+    no_amount = one.set_column(0, "amount", pa.array([None], pa.float64()))
+    with pytest.raises(ValueError, match="transactions: amount has null values"):
+        compute_features_online(no_amount, empty)
+    with pytest.raises(ValueError, match="history: amount has null values"):
+        IndexedHistory.build(no_amount)
 
 
 @pytest.mark.parametrize(

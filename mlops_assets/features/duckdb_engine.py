@@ -11,11 +11,15 @@ import pyarrow.compute as pc
 from mlops_assets.features.definition import feature_sql
 
 
+def event_seconds(timestamps: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Whole UTC epoch seconds (int64) of timestamps: what the feature windows order by."""
+    micros = pc.cast(timestamps, pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    return pc.divide(micros, 1_000_000)
+
+
 def with_event_seconds(validated: pa.Table) -> pa.Table:
     """Add ``event_seconds`` (int64 UTC epoch seconds) that the feature windows order by."""
-    micros = pc.cast(validated.column("timestamp"), pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    seconds = pc.divide(micros, 1_000_000)
-    return validated.append_column("event_seconds", seconds)
+    return validated.append_column("event_seconds", event_seconds(validated.column("timestamp")))
 
 
 def compute_features_duckdb(

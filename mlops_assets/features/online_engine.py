@@ -35,6 +35,7 @@ from mlops_assets.features.definition import (
     WINDOW_AGGREGATES,
     WINDOWS,
 )
+from mlops_assets.features.duckdb_engine import compute_features_duckdb, event_seconds
 
 _WINDOW_COLUMN = "__window_{}"
 
@@ -59,9 +60,15 @@ assert set(INPUT_SCHEMA.names) == set(INPUT_COLUMNS), "feature inputs changed"
 
 
 def _event_seconds(timestamps: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Whole UTC epoch seconds, as ``with_event_seconds`` gives the batch query."""
-    micros = pc.cast(timestamps, pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    return np.asarray(micros.to_numpy(zero_copy_only=False)) // 1_000_000
+    """Whole UTC epoch seconds, exactly as the batch query gets them."""
+    return np.asarray(event_seconds(timestamps).to_numpy(zero_copy_only=False), np.int64)
+
+
+def _require_values(table: pa.Table, what: str) -> None:
+    """The window aggregates add values up as the contract leaves them: never null."""
+    for column in sorted({a.column for a in WINDOW_AGGREGATES if a.column} | {"timestamp"}):
+        if table.column(column).null_count:
+            raise ValueError(f"{what}: {column} has null values (the contract forbids them)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class IndexedHistory:
 
     @classmethod
     def build(cls, table: pa.Table) -> IndexedHistory:
+        _require_values(table, "history")
         table = table.combine_chunks()
         seconds = _event_seconds(table.column("timestamp"))
         frame = pl.from_arrow(
@@ -130,8 +138,6 @@ def _expressions() -> tuple[pl.Expr, ...]:
 @cache
 def batch_schema() -> pa.Schema:
     """The schema the batch query gives (what DuckDB returns for the same input)."""
-    from mlops_assets.features.duckdb_engine import compute_features_duckdb
-
     return compute_features_duckdb(INPUT_SCHEMA.empty_table(), date(1970, 1, 1)).schema
 
 
@@ -158,6 +164,7 @@ def compute_features_online(
     group_of = np.zeros(count, np.int64) if groups is None else np.asarray(groups, np.int64)
     if group_of.shape != (count,):
         raise ValueError(f"{len(group_of)} group numbers for {count} rows")
+    _require_values(rows, "transactions")
     seconds = _event_seconds(rows.column("timestamp"))
     ids = rows.column("transaction_id").to_pylist()
     ids_of_group: dict[int, set[str]] = {}
