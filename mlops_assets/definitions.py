@@ -17,6 +17,7 @@ from mlops_assets.monitor.sensors import build_run_failure_alert_sensor
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.registry.assets import challenger_model, champion_model
 from mlops_assets.score.assets import scored_transactions
+from mlops_assets.serve.log_assets import served_predictions
 from mlops_assets.settings import load_settings
 from mlops_assets.train.assets import CANDIDATE_ASSETS, TUNING_ASSETS, training_set
 from mlops_assets.validate.assets import validated_transactions
@@ -34,6 +35,7 @@ ALL_ASSETS = [
     drift_report,
     transaction_labels,
     model_performance,
+    served_predictions,
 ]
 
 ingest_job = dg.define_asset_job(
@@ -78,6 +80,12 @@ monitoring_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="Load a transaction day's late labels and measure how its scoring model did.",
 )
+served_predictions_job = dg.define_asset_job(
+    "served_predictions_job",
+    selection=dg.AssetSelection.assets(served_predictions),
+    partitions_def=daily_partitions,
+    description="Compact a day of the model service's prediction log and report it.",
+)
 scoring_job = dg.define_asset_job(
     "scoring_job",
     selection=dg.AssetSelection.assets(scored_transactions, drift_report),
@@ -101,10 +109,28 @@ def build_definitions() -> dg.Definitions:
         description="Evaluates the assets' automation conditions: a changed day upstream "
         "refreshes that day's validated rows, features, scores and drift report.",
     )
+    served_predictions_schedule = dg.build_schedule_from_partitioned_job(
+        served_predictions_job,
+        name="served_predictions_schedule",
+        hour_of_day=1,
+        minute_of_hour=30,
+        description="Every day at 01:30 UTC, compact yesterday's served predictions (the model "
+        "service's micro-batches) and report them.",
+        default_status=dg.DefaultScheduleStatus.RUNNING
+        if settings.automation_enabled
+        else dg.DefaultScheduleStatus.STOPPED,
+    )
     return dg.Definitions(
         assets=ALL_ASSETS,
-        jobs=[ingest_job, training_job, scoring_job, monitoring_job, daily_pipeline_job],
-        schedules=[daily_pipeline_schedule],
+        jobs=[
+            ingest_job,
+            training_job,
+            scoring_job,
+            monitoring_job,
+            daily_pipeline_job,
+            served_predictions_job,
+        ],
+        schedules=[daily_pipeline_schedule, served_predictions_schedule],
         sensors=[
             build_landing_sensor(settings.automation_enabled),
             build_label_sensor(settings.automation_enabled),

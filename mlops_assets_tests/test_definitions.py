@@ -27,6 +27,7 @@ EXPECTED_ASSETS = {
     "drift_report",
     "transaction_labels",
     "model_performance",
+    "served_predictions",
 }
 MODEL_ASSETS = TRAIN
 
@@ -57,6 +58,7 @@ def test_data_assets_are_daily_partitioned_and_models_are_not() -> None:
         "drift_report",
         "transaction_labels",
         "model_performance",
+        "served_predictions",
     ):
         assert isinstance(by_key[key].partitions_def, dg.DailyPartitionsDefinition), key
     for key in MODEL_ASSETS:
@@ -95,8 +97,14 @@ def test_contract_and_drift_checks_exist() -> None:
 
 
 def test_jobs_cover_the_graph() -> None:
-    for job in ("ingest_job", "training_job", "scoring_job"):
+    for job in ("ingest_job", "training_job", "scoring_job", "served_predictions_job"):
         assert defs.resolve_job_def(job) is not None
+
+
+def test_served_predictions_are_compacted_the_next_night() -> None:
+    schedule = defs.resolve_schedule_def("served_predictions_schedule")
+    assert schedule.cron_schedule == "30 1 * * *"
+    assert schedule.job_name == "served_predictions_job"
 
 
 def test_settings_drive_every_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

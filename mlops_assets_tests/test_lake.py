@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.tables import LakeTable
@@ -131,3 +132,34 @@ def test_files_use_the_configured_codec_on_creation_and_overwrite(
         # pyarrow names the LZ4_RAW codec "LZ4"
         assert codecs == {codec.removesuffix("_RAW")}, uri
     assert values(lake, DAY_1) == [1, 2] and values(lake, DAY_2) == [3]
+
+
+def dated(values_: list[int], day: date) -> pa.Table:
+    return rows(values_).append_column("txn_date", pa.array([day] * len(values_), pa.date32()))
+
+
+def test_an_appender_commits_each_append_and_sees_other_writers(lake: DeltaLake) -> None:
+    """The prediction log's writer: it keeps the table open, yet each append is its own commit
+    after those another writer (a second replica) made, and its version is the one committed."""
+    log = LakeTable("gold", "log")
+    appender = lake.appender(log)
+    created = appender(dated([1], DAY_1))  # the first append creates the table
+    other = lake.append(log, dated([2], DAY_1))  # another writer in between
+    mine = appender(dated([3], DAY_2))
+    assert (created, other, mine) == (0, 1, 2)
+    assert DeltaTable(lake.table_uri(log)).version() == mine
+    assert sorted(lake.read(log).column("value").to_pylist()) == [1, 2, 3]
+    assert lake.days(log) == [DAY_1, DAY_2]
+
+
+def test_a_failed_append_changes_nothing_and_the_next_one_succeeds(lake: DeltaLake) -> None:
+    log = LakeTable("gold", "log")
+    appender = lake.appender(log)
+    appender(dated([1], DAY_1))
+    clash = pa.table({"value": pa.array(["one"]), "txn_date": pa.array([DAY_1], pa.date32())})
+    with pytest.raises(DeltaError, match="Cannot cast string 'one'"):  # into the integer column
+        appender(clash)
+    with pytest.raises(ValueError, match="need a txn_date column"):
+        appender(rows([9]))
+    assert appender(dated([2], DAY_1)) == 1
+    assert sorted(lake.read(log).column("value").to_pylist()) == [1, 2]

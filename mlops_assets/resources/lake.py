@@ -217,26 +217,89 @@ class DeltaLake(dg.ConfigurableResource):
         """Append rows (carrying their ``txn_date``) in one Delta commit; returns the version.
 
         Appends never conflict with each other, so several writers (service replicas) can
-        append to one table at once.
+        append to one table at once. A writer that appends again and again uses ``appender``.
         """
-        if PARTITION_COLUMN not in data.column_names:
-            raise ValueError(f"rows appended to {table.path} need a {PARTITION_COLUMN} column")
-        uri = self.table_uri(table)
-        write_deltalake(
-            uri,
-            data,
-            mode="append",
-            partition_by=[PARTITION_COLUMN],
-            schema_mode="merge",
+        return self.appender(table)(data)
+
+    def day_files(self, table: LakeTable, day: date) -> int:
+        """How many data files hold ``day`` of ``table`` (0 when the table does not exist)."""
+        delta = self._open(table)
+        if delta is None:
+            return 0
+        return len(delta.file_uris(partition_filters=[(PARTITION_COLUMN, "=", day.isoformat())]))
+
+    def compact_day(self, table: LakeTable, day: date) -> dict[str, Any]:
+        """Rewrite the small files of ``day`` into as few as Delta's target file size allows,
+        in one commit: readers see the same rows before and after, and appends made meanwhile
+        are kept. Returns Delta's metrics (``numFilesAdded``, ``numFilesRemoved``, ...)."""
+        delta = self._open(table)
+        if delta is None:
+            raise FileNotFoundError(
+                f"Delta table {table.path} does not exist at {self.table_uri(table)}"
+            )
+        return delta.optimize.compact(
+            partition_filters=[(PARTITION_COLUMN, "=", day.isoformat())],
             writer_properties=WriterProperties(compression=self.compression),
-            storage_options=self.storage_options or None,
         )
-        return DeltaTable(uri, storage_options=self.storage_options or None).version()
+
+    def vacuum(self, table: LakeTable) -> list[str]:
+        """Delete the files no version of ``table`` within its retention period reads (Delta's
+        ``deletedFileRetentionDuration``, a week by default); returns the deleted files."""
+        delta = self._open(table)
+        return [] if delta is None else delta.vacuum(dry_run=False)
+
+    def appender(self, table: LakeTable) -> DeltaAppender:
+        """Appends to ``table`` like ``append``, keeping the table open between appends."""
+        return DeltaAppender(self, table)
 
     def history(self, table: LakeTable, limit: int = 20) -> list[dict[str, Any]]:
         """The table's latest commits (version, time, operation, parameters, metrics)."""
         delta = self._open(table)
         return [] if delta is None else delta.history(limit)
+
+
+class DeltaAppender:
+    """Appends rows to one table again and again (the model service's prediction log), each
+    append one Delta commit, keeping the table open in between.
+
+    Opening a table reads its log from the last checkpoint, which lists every file the table
+    holds, so for a table that gains a commit every few seconds each open costs more than the
+    last (an append that opened the table took 27 ms at version 60 and 64 ms at version 300).
+    The open table instead catches up with what other writers committed (a few log entries)
+    before it appends. After a failed append the table is opened afresh. Not thread-safe: one
+    writer thread per appender.
+    """
+
+    def __init__(self, lake: DeltaLake, table: LakeTable) -> None:
+        self.lake = lake
+        self.table = table
+        self._delta: DeltaTable | None = None
+
+    def __call__(self, data: pa.Table) -> int:
+        """Append ``data`` (with its ``txn_date`` column); returns the version committed."""
+        if PARTITION_COLUMN not in data.column_names:
+            raise ValueError(f"rows appended to {self.table.path} need a {PARTITION_COLUMN} column")
+        try:
+            if self._delta is None:
+                self._delta = self.lake._open(self.table)
+            else:
+                self._delta.update_incremental()
+            write_deltalake(
+                self._delta if self._delta is not None else self.lake.table_uri(self.table),
+                data,
+                mode="append",
+                partition_by=[PARTITION_COLUMN],
+                schema_mode="merge",
+                writer_properties=WriterProperties(compression=self.lake.compression),
+                storage_options=self.lake.storage_options or None,
+            )
+            if self._delta is None:  # created by this append
+                self._delta = self.lake._open(self.table)
+                assert self._delta is not None
+            return self._delta.version()
+        except Exception:
+            self._delta = None
+            raise
 
 
 def _date_partition_column(data: pa.Table, first: date, last: date) -> pa.Table:

@@ -606,9 +606,7 @@ def create_app_from_resources(
         lambda: load_history(lake, config.history_days),
         config,
         history_version=lambda: lake.version(VALIDATED_TRANSACTIONS),
-        log_writer=(lambda table: log_target.append(SERVED_PREDICTIONS, table))
-        if log_predictions
-        else None,
+        log_writer=log_target.appender(SERVED_PREDICTIONS) if log_predictions else None,
         shadow_holder=shadow if config.shadow else None,
     )
 
