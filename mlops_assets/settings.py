@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     serve_log_flush_rows: int = Field(
         5000, gt=0, description="Predictions that make the prediction log write at once."
     )
+    serve_log_compact_every: int = Field(
+        50,
+        ge=0,
+        description="Prediction-log writes to one day after which the service compacts that "
+        "day's files (0: never; the nightly served_predictions schedule still does).",
+    )
     serve_log_max_pending_rows: int = Field(
         100_000,
         gt=0,

@@ -163,3 +163,37 @@ def test_a_failed_append_changes_nothing_and_the_next_one_succeeds(lake: DeltaLa
         appender(rows([9]))
     assert appender(dated([2], DAY_1)) == 1
     assert sorted(lake.read(log).column("value").to_pylist()) == [1, 2]
+
+
+def test_an_appender_compacts_a_day_after_every_few_appends(lake: DeltaLake) -> None:
+    log = LakeTable("gold", "log")
+    appender = lake.appender(log, compact_every=5)
+    versions = [appender(dated([i], DAY_1)) for i in range(12)]
+    appender(dated([100], DAY_2))
+    # appends 5 and 10 each compacted the day: 1 file, then the 2 appends since
+    assert lake.day_files(log, DAY_1) == 3
+    assert lake.day_files(log, DAY_2) == 1
+    assert appender.compactions == 2 and appender.failed_compactions == 0
+    assert sorted(lake.read(log, days=[DAY_1]).column("value").to_pylist()) == list(range(12))
+    assert versions[5] == versions[4] + 2  # the compaction is a commit of its own
+
+
+def test_a_failed_compaction_never_fails_the_append(
+    lake: DeltaLake, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A day's file gone from storage (deleted behind Delta's back) makes the compaction fail;
+    the append it follows still succeeds, and so do the next ones."""
+    log = LakeTable("gold", "log")
+    appender = lake.appender(log, compact_every=3)
+    appender(dated([1], DAY_1))
+    appender(dated([2], DAY_1))
+    first_file = DeltaTable(lake.table_uri(log)).file_uris()[0]
+    Path(first_file.removeprefix("file://")).unlink()
+    with caplog.at_level("WARNING"):
+        version = appender(dated([3], DAY_1))
+    assert version == 2
+    assert appender.failed_compactions == 1 and appender.compactions == 0
+    assert "gold/log: compacting 2026-01-01 failed" in caplog.text
+    assert appender(dated([4], DAY_1)) == 3
+    with pytest.raises(ValueError, match="compact_every must be 0"):
+        lake.appender(log, compact_every=-1)

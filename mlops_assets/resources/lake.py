@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +21,8 @@ from mlops_assets.uris import join_uri, write_text
 
 if TYPE_CHECKING:
     import polars as pl
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,9 +252,10 @@ class DeltaLake(dg.ConfigurableResource):
         delta = self._open(table)
         return [] if delta is None else delta.vacuum(dry_run=False)
 
-    def appender(self, table: LakeTable) -> DeltaAppender:
-        """Appends to ``table`` like ``append``, keeping the table open between appends."""
-        return DeltaAppender(self, table)
+    def appender(self, table: LakeTable, compact_every: int = 0) -> DeltaAppender:
+        """Appends to ``table`` like ``append``, keeping the table open between appends, and
+        compacting a day after every ``compact_every`` appends to it (0: never)."""
+        return DeltaAppender(self, table, compact_every)
 
     def history(self, table: LakeTable, limit: int = 20) -> list[dict[str, Any]]:
         """The table's latest commits (version, time, operation, parameters, metrics)."""
@@ -260,20 +265,30 @@ class DeltaLake(dg.ConfigurableResource):
 
 class DeltaAppender:
     """Appends rows to one table again and again (the model service's prediction log), each
-    append one Delta commit, keeping the table open in between.
+    append one Delta commit, keeping the table open in between; optionally compacts a day once
+    it has had ``compact_every`` appends.
 
-    Opening a table reads its log from the last checkpoint, which lists every file the table
-    holds, so for a table that gains a commit every few seconds each open costs more than the
-    last (an append that opened the table took 27 ms at version 60 and 64 ms at version 300).
-    The open table instead catches up with what other writers committed (a few log entries)
-    before it appends. After a failed append the table is opened afresh. Not thread-safe: one
-    writer thread per appender.
+    Opening a table reads its log from the last checkpoint; the open table instead catches up
+    with what other writers committed (a few log entries) before it appends, and after a failed
+    append it is opened afresh. An append costs more the more files the table holds (measured
+    with 1,000-row appends: 28 ms at 300 files, 195 ms at 1,800), and a service writing every
+    5 s adds 17,000 files a day; so every ``compact_every`` appends to a day, that day's files
+    are rewritten into a few (Delta's optimize, one commit; concurrent appends are kept), which
+    brought the append back to 26 ms. A compaction that fails (another replica compacting the
+    same day, say) is logged and tried again after the next ``compact_every`` appends; it never
+    fails the append. Not thread-safe: one writer thread per appender.
     """
 
-    def __init__(self, lake: DeltaLake, table: LakeTable) -> None:
+    def __init__(self, lake: DeltaLake, table: LakeTable, compact_every: int = 0) -> None:
+        if compact_every < 0:
+            raise ValueError(f"compact_every must be 0 (never) or more, not {compact_every}")
         self.lake = lake
         self.table = table
+        self.compact_every = compact_every
+        self.compactions = 0
+        self.failed_compactions = 0
         self._delta: DeltaTable | None = None
+        self._appends: dict[date, int] = {}
 
     def __call__(self, data: pa.Table) -> int:
         """Append ``data`` (with its ``txn_date`` column); returns the version committed."""
@@ -296,10 +311,48 @@ class DeltaAppender:
             if self._delta is None:  # created by this append
                 self._delta = self.lake._open(self.table)
                 assert self._delta is not None
-            return self._delta.version()
+            version = self._delta.version()
         except Exception:
             self._delta = None
             raise
+        if self.compact_every:
+            days = pc.unique(data.column(PARTITION_COLUMN).cast(pa.date32())).to_pylist()
+            for day in days:
+                self._appends[day] = self._appends.get(day, 0) + 1
+                if self._appends[day] >= self.compact_every:
+                    self._appends[day] = 0
+                    self._compact(day)
+        return version
+
+    def _compact(self, day: date) -> None:
+        started = time.perf_counter()
+        try:
+            assert self._delta is not None
+            metrics = self._delta.optimize.compact(
+                partition_filters=[(PARTITION_COLUMN, "=", day.isoformat())],
+                writer_properties=WriterProperties(compression=self.lake.compression),
+            )
+        except Exception as error:
+            self.failed_compactions += 1
+            self._delta = None  # opened afresh for the next append
+            log.warning(
+                "%s: compacting %s failed (tried again after %d more appends): %s: %s",
+                self.table.path,
+                day,
+                self.compact_every,
+                type(error).__name__,
+                error,
+            )
+            return
+        self.compactions += 1
+        log.info(
+            "%s: compacted %s, %d file(s) into %d in %.0f ms",
+            self.table.path,
+            day,
+            metrics.get("numFilesRemoved", 0),
+            metrics.get("numFilesAdded", 0),
+            (time.perf_counter() - started) * 1000.0,
+        )
 
 
 def _date_partition_column(data: pa.Table, first: date, last: date) -> pa.Table:

@@ -79,6 +79,7 @@ class ServeConfig:
     log_flush_rows: int = 5000
     log_flush_seconds: float = 5.0
     log_max_pending_rows: int = 100_000
+    log_compact_every: int = 50
     shadow: bool = False
     shadow_alias: str = "challenger"
 
@@ -606,7 +607,9 @@ def create_app_from_resources(
         lambda: load_history(lake, config.history_days),
         config,
         history_version=lambda: lake.version(VALIDATED_TRANSACTIONS),
-        log_writer=log_target.appender(SERVED_PREDICTIONS) if log_predictions else None,
+        log_writer=log_target.appender(SERVED_PREDICTIONS, config.log_compact_every)
+        if log_predictions
+        else None,
         shadow_holder=shadow if config.shadow else None,
     )
 
@@ -628,6 +631,7 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "log_flush_rows": settings.serve_log_flush_rows,
         "log_flush_seconds": settings.serve_log_flush_seconds,
         "log_max_pending_rows": settings.serve_log_max_pending_rows,
+        "log_compact_every": settings.serve_log_compact_every,
         "shadow": settings.serve_shadow,
         "shadow_alias": settings.serve_shadow_alias,
     }
