@@ -141,9 +141,11 @@ def dated(values_: list[int], day: date) -> pa.Table:
 def test_an_appender_commits_each_append_and_sees_other_writers(lake: DeltaLake) -> None:
     """The prediction log's writer: it keeps the table open, yet each append is its own commit
     after those another writer (a second replica) made, and its version is the one committed."""
-    log = LakeTable("gold", "log")
+    log = LakeTable("gold", "log", properties=(("delta.logRetentionDuration", "interval 2 days"),))
     appender = lake.appender(log)
-    created = appender(dated([1], DAY_1))  # the first append creates the table
+    created = appender(dated([1], DAY_1))  # the first append creates the table...
+    configuration = DeltaTable(lake.table_uri(log)).metadata().configuration
+    assert configuration["delta.logRetentionDuration"] == "interval 2 days"  # ...as declared
     other = lake.append(log, dated([2], DAY_1))  # another writer in between
     mine = appender(dated([3], DAY_2))
     assert (created, other, mine) == (0, 1, 2)

@@ -12,6 +12,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from mlops_assets.features.definition import FEATURE_COLUMNS
 from mlops_assets.resources.lake import DeltaLake
@@ -90,6 +91,9 @@ def sorted_rows(lake: DeltaLake, day: date) -> pa.Table:
 def test_a_day_is_compacted_with_its_rows_unchanged_and_reported(lake: DeltaLake) -> None:
     before = {day: sorted_rows(lake, day) for day in (DAY_1, DAY_2)}
     assert lake.day_files(SERVED_PREDICTIONS, DAY_1) == 40
+    # the service's appends created the log with its short retention (a day for removed files)
+    properties = DeltaTable(lake.table_uri(SERVED_PREDICTIONS)).metadata().configuration
+    assert properties["delta.deletedFileRetentionDuration"] == "interval 1 days"
 
     result = materialize(lake, DAY_1)
 

@@ -62,9 +62,9 @@ def served_predictions(context: dg.AssetExecutionContext, lake: DeltaLake) -> dg
     and latency, and the challenger's verdict in shadow mode. The service appends them in
     micro-batches, one small file per write every few seconds per replica. Materializing a day
     (or a range) compacts each day's files into a few large ones (the rows stay exactly as they
-    were; appends made meanwhile are kept), deletes files no version within the table's
-    retention reads, and reports the days: predictions by model version and endpoint, flagged
-    share, served latency, and shadow disagreement."""
+    were; appends made meanwhile are kept), deletes the files compaction removed more than a
+    day ago (the table's retention), and reports the days: predictions by model version and
+    endpoint, flagged share, served latency, and shadow disagreement."""
     days = partition_days(context)
     if not lake.exists(SERVED_PREDICTIONS):
         raise dg.Failure(
