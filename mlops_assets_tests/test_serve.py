@@ -340,11 +340,12 @@ def _logged(lake: DeltaLake) -> pl.DataFrame:
 
 
 def test_every_prediction_is_appended_to_the_daily_prediction_log(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     log_lake = DeltaLake(root_uri=str(tmp_path / "log"))
-    config = {"log_flush_seconds": 0.2}
-    with TestClient(world.app(log_lake=log_lake, **config)) as client:
+    # small micro-batches, and a compaction of the day every second write
+    config = {"log_flush_seconds": 0.2, "log_flush_rows": 5, "log_compact_every": 2}
+    with caplog.at_level("INFO"), TestClient(world.app(log_lake=log_lake, **config)) as client:
         singles = [client.post("/predict", json=r).json() for r in world.requests[:30]]
         batch = client.post("/predict/batch", json={"transactions": world.requests[30:130]})
         assert batch.status_code == 200
@@ -354,7 +355,8 @@ def test_every_prediction_is_appended_to_the_daily_prediction_log(
         assert info["last_error"] is None
     # leaving the client shut the service down, which wrote what was pending
     logged = _logged(log_lake)
-    assert logged.height == 131
+    assert logged.height == 131  # every prediction once, compactions notwithstanding
+    assert f"gold/served_predictions: compacted {DAY}" in caplog.text
     assert log_lake.days(SERVED_PREDICTIONS) == [DAY, DAY + timedelta(days=1)]
     rows = {row["transaction_id"]: row for row in logged.iter_rows(named=True)}
     for answer in [*singles, *batch.json()["predictions"], fresh]:
