@@ -73,13 +73,17 @@ def _require_values(table: pa.Table, what: str) -> None:
 
 @dataclass(frozen=True)
 class IndexedHistory:
-    """Validated rows (the feature inputs) indexed by each window's account column."""
+    """Validated rows indexed by each window's account column: only what the windows read
+    (event seconds, the aggregated columns, transaction ids), not the rows themselves."""
 
-    table: pa.Table
     seconds: np.ndarray  # event seconds of every row
-    transaction_ids: np.ndarray  # object array
+    transaction_ids: pa.StringArray  # read only for a window's few rows (replays)
     values: dict[str, np.ndarray]  # the columns the aggregates read, as float64
     accounts: dict[str, dict[str, np.ndarray]] = field(repr=False)  # column -> account -> rows
+
+    @property
+    def rows(self) -> int:
+        return len(self.seconds)
 
     @classmethod
     def build(cls, table: pa.Table) -> IndexedHistory:
@@ -102,11 +106,8 @@ class IndexedHistory:
                 )
             }
         return cls(
-            table=table,
             seconds=seconds,
-            transaction_ids=np.asarray(
-                table.column("transaction_id").to_numpy(zero_copy_only=False), dtype=object
-            ),
+            transaction_ids=table.column("transaction_id").cast(pa.string()).combine_chunks(),
             values={
                 column: _floats(table.column(column))
                 for column in {a.column for a in WINDOW_AGGREGATES if a.column}
@@ -205,9 +206,11 @@ def _window_values(
             if len(past):
                 past_seconds = history.seconds[past]
                 past = past[(past_seconds >= low) & (past_seconds <= high)]
-                group_ids = ids_of_group[int(group_of[row])]
-                if len(past) and any(history.transaction_ids[p] in group_ids for p in past):
-                    past = past[[history.transaction_ids[p] not in group_ids for p in past]]
+                if len(past):
+                    group_ids = ids_of_group[int(group_of[row])]
+                    past_ids = history.transaction_ids.take(past).to_pylist()
+                    if not group_ids.isdisjoint(past_ids):  # the request replays history rows
+                        past = past[[i not in group_ids for i in past_ids]]
             own = [
                 other
                 for other in rows_of_account[(int(group_of[row]), account)]

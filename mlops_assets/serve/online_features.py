@@ -184,7 +184,7 @@ class HistorySnapshot:
 
     @property
     def rows(self) -> int:
-        return self.index.table.num_rows
+        return self.index.rows
 
 
 def load_history(lake: Any, days: int = 2) -> HistorySnapshot:
