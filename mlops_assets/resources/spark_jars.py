@@ -13,29 +13,18 @@ Parquet, Scala...) are left out so that Spark's own versions win.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from mlops_assets.resources.maven import cached_jars as cached_maven_jars
+from mlops_assets.resources.maven import fetch_jars
+
 SCALA_BINARY = "2.13"
 #: the command that fills the cache (what error messages tell the user to run)
 FETCH_COMMAND = "mlops-assets fetch-spark-jars"
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>mlops_assets</groupId><artifactId>spark-jars</artifactId><version>1</version>
-  <dependencies>
-    <dependency>
-      <groupId>{group}</groupId><artifactId>{artifact}</artifactId><version>{version}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
 _VERSIONED_JAR = re.compile(r"^(?P<artifact>.+?)-\d[\w.\-]*\.jar$")
 _HADOOP_CLIENT = re.compile(r"^hadoop-client-api-(?P<version>\d[\w.\-]*)\.jar$")
-_COMPLETE = ".complete"
 
 
 @dataclass(frozen=True)
@@ -57,10 +46,7 @@ class JarSet:
 
     def cached(self, cache_root: str | Path) -> list[Path]:
         """The cached jars; empty when not (completely) fetched yet."""
-        directory = self.directory(cache_root)
-        if not (directory / _COMPLETE).exists():
-            return []
-        return sorted(directory.glob("*.jar"))
+        return cached_maven_jars(self.directory(cache_root))
 
 
 def _pyspark_jars() -> list[Path]:
@@ -119,43 +105,13 @@ def _artifact(jar_name: str) -> str:
 
 def fetch(jars: JarSet, cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
     """Fetch ``jars`` and the runtime dependencies Spark lacks into the cache (idempotent)."""
-    existing = jars.cached(cache_root)
-    if existing:
-        return existing
-    if shutil.which(mvn) is None:
-        raise RuntimeError(f"Maven ({mvn}) is not installed; it is needed to fetch {jars.package}")
-    target = jars.directory(cache_root)
-    with tempfile.TemporaryDirectory() as tmp:
-        pom = Path(tmp) / "pom.xml"
-        pom.write_text(_POM.format(group=jars.group, artifact=jars.artifact, version=jars.version))
-        out = Path(tmp) / "jars"
-        result = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={out}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"mvn could not fetch {jars.package}:\n{result.stdout[-3000:]}{result.stderr}"
-            )
-        shipped = {_artifact(p.name) for p in _pyspark_jars()}
-        target.mkdir(parents=True, exist_ok=True)
-        for jar in sorted(out.glob("*.jar")):
-            if _artifact(jar.name) not in shipped:
-                shutil.copy2(jar, target / jar.name)
-    (target / _COMPLETE).write_text(jars.package + "\n")
-    return jars.cached(cache_root)
+    shipped = {_artifact(p.name) for p in _pyspark_jars()}
+    return fetch_jars(
+        [jars.package],
+        jars.directory(cache_root),
+        keep=lambda jar: _artifact(jar.name) not in shipped,
+        mvn=mvn,
+    )
 
 
 def fetch_delta_jars(cache_root: str | Path, mvn: str = "mvn") -> list[Path]:
