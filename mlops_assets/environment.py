@@ -14,6 +14,7 @@ import dagster as dg
 
 from mlops_assets.features.engines import DuckDBFeatureEngine, FeatureEngine
 from mlops_assets.resources.alerts import AlertSink
+from mlops_assets.resources.kafka import KafkaCluster, SchemaRegistry
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
@@ -70,7 +71,37 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             backoff_seconds=settings.alert_backoff_seconds,
             max_seconds_per_alert=settings.alert_max_seconds,
         ),
+        "kafka": build_kafka(settings),
+        "schema_registry": SchemaRegistry(
+            url=settings.schema_registry_url,
+            username=settings.schema_registry_username,
+            password_file=settings.schema_registry_password_file,
+            ca_file=settings.schema_registry_ca_file,
+            compatibility=settings.schema_compatibility,
+        ),
     }
+
+
+def build_kafka(settings: Settings) -> KafkaCluster:
+    """The Kafka cluster of the streaming path (secrets by file reference only)."""
+    return KafkaCluster(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        security_protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        sasl_username=settings.kafka_sasl_username,
+        sasl_password_file=settings.kafka_sasl_password_file,
+        ssl_ca_file=settings.kafka_ssl_ca_file,
+        ssl_certificate_file=settings.kafka_ssl_certificate_file,
+        ssl_key_file=settings.kafka_ssl_key_file,
+        ssl_key_password_file=settings.kafka_ssl_key_password_file,
+        transactions_topic=settings.kafka_transactions_topic,
+        dead_letter_topic=settings.kafka_dead_letter_topic,
+        decisions_topic=settings.kafka_decisions_topic,
+        ingest_group=settings.kafka_ingest_group,
+        scorer_group=settings.kafka_scorer_group,
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication=settings.kafka_topic_replication,
+    )
 
 
 def _secret(variable: str, value: str | None) -> Any:

@@ -15,6 +15,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Compatibility = Literal[
+    "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"
+]
+
 
 def _is_uri(location: str) -> bool:
     return "://" in location
@@ -203,6 +207,94 @@ class Settings(BaseSettings):
     spark_conf: dict[str, str] = Field(
         default_factory=dict,
         description='Extra Spark configuration as JSON, e.g. {"spark.driver.memory": "8g"}.',
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers (host:port, comma-separated)."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to the brokers."
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) with SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password_file: str | None = Field(
+        None, description="File holding the SASL password (a mounted Secret; never logged)."
+    )
+    kafka_ssl_ca_file: str | None = Field(None, description="CA certificate(s) of the brokers.")
+    kafka_ssl_certificate_file: str | None = Field(None, description="Client certificate (mTLS).")
+    kafka_ssl_key_file: str | None = Field(None, description="Client private key (mTLS).")
+    kafka_ssl_key_password_file: str | None = Field(
+        None, description="File holding the client key's password."
+    )
+    kafka_transactions_topic: str = Field(
+        "transactions", description="Topic the transactions arrive on (Avro)."
+    )
+    kafka_dead_letter_topic: str = Field(
+        "transactions.dead-letter",
+        description="Topic of the messages that could not be read or break the contract.",
+    )
+    kafka_decisions_topic: str = Field(
+        "transaction-decisions", description="Topic the streaming scorer writes decisions to."
+    )
+    kafka_ingest_group: str = Field(
+        "mlops-assets-bronze", description="Consumer group of the bronze ingestion."
+    )
+    kafka_scorer_group: str = Field(
+        "mlops-assets-scorer", description="Consumer group of the streaming scorer."
+    )
+    kafka_topic_partitions: int = Field(
+        3, gt=0, description="Partitions of the topics the platform creates when missing."
+    )
+    kafka_topic_replication: int = Field(
+        1, gt=0, description="Replication factor of the topics the platform creates."
+    )
+    kafka_jars_dir: str = Field(
+        "~/.cache/mlops_assets/kafka-jars",
+        description="Cache of the Kafka server jars for the local broker (demo, tests).",
+    )
+    schema_registry_url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        description="Confluent-compatible schema registry API (Confluent, Apicurio's ccompat).",
+    )
+    schema_registry_username: str | None = Field(None, description="Registry basic-auth user.")
+    schema_registry_password_file: str | None = Field(
+        None, description="File holding the registry basic-auth password."
+    )
+    schema_registry_ca_file: str | None = Field(None, description="CA certificate of the registry.")
+    schema_registry_dir: str = Field(
+        "~/.cache/mlops_assets/schema-registry",
+        description="Where the local schema registry (demo, tests) is built.",
+    )
+    schema_compatibility: Compatibility = Field(
+        "BACKWARD", description="Compatibility rule set on the platform's subjects."
+    )
+    stream_batch_rows: int = Field(
+        50_000, gt=0, description="Most messages the bronze ingestion writes in one Delta commit."
+    )
+    stream_batch_seconds: float = Field(
+        1.0, gt=0, description="Longest wait before the bronze ingestion writes a micro-batch."
+    )
+    stream_compact_every: int = Field(
+        50, ge=0, description="Bronze writes to one day after which its files are compacted."
+    )
+    stream_settle_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A streamed day is loaded into raw_transactions once no message for it "
+        "arrived for this long (later ones load it again).",
+    )
+    stream_sensor_days: int = Field(
+        7, gt=0, description="Latest days the stream sensor watches for newly streamed rows."
+    )
+    stream_metrics_port: int = Field(
+        0, ge=0, description="Port of the consumer's or scorer's /metrics (0: none)."
+    )
+    stream_align_max_wait_ms: float = Field(
+        500.0,
+        ge=0,
+        description="Longest the scorer holds a message while waiting for the other partitions "
+        "to reach its event time.",
     )
 
     @field_validator("environment")

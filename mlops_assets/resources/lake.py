@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
@@ -291,15 +291,44 @@ class DeltaAppender:
         self._delta: DeltaTable | None = None
         self._appends: dict[date, int] = {}
 
-    def __call__(self, data: pa.Table) -> int:
-        """Append ``data`` (with its ``txn_date`` column); returns the version committed."""
-        if PARTITION_COLUMN not in data.column_names:
-            raise ValueError(f"rows appended to {self.table.path} need a {PARTITION_COLUMN} column")
+    def transaction_versions(self, app_ids: Sequence[str]) -> dict[str, int | None]:
+        """The latest version of each application transaction id (Delta's ``txn`` action) at
+        the table's newest version (None for an id never committed or a missing table).
+
+        An append with ``refresh=False`` right after commits on this same snapshot, so a
+        concurrent commit of one of these ids makes it fail instead of being missed."""
+        self._refresh()
+        delta = self._delta
+        return {
+            app_id: None if delta is None else delta.transaction_version(app_id)
+            for app_id in app_ids
+        }
+
+    def _refresh(self) -> None:
         try:
             if self._delta is None:
                 self._delta = self.lake._open(self.table)
             else:
                 self._delta.update_incremental()
+        except Exception:
+            self._delta = None
+            raise
+
+    def __call__(
+        self,
+        data: pa.Table,
+        commit_properties: CommitProperties | None = None,
+        refresh: bool = True,
+    ) -> int:
+        """Append ``data`` (with its ``txn_date`` column) in one commit, with
+        ``commit_properties`` (custom metadata, application transactions); returns the version
+        committed. ``refresh=False`` commits on the snapshot read last (by
+        ``transaction_versions``)."""
+        if PARTITION_COLUMN not in data.column_names:
+            raise ValueError(f"rows appended to {self.table.path} need a {PARTITION_COLUMN} column")
+        try:
+            if refresh or self._delta is None:
+                self._refresh()
             write_deltalake(
                 self._delta if self._delta is not None else self.lake.table_uri(self.table),
                 data,
@@ -309,6 +338,7 @@ class DeltaAppender:
                 configuration=dict(self.table.properties) if self._delta is None else None,
                 writer_properties=WriterProperties(compression=self.lake.compression),
                 storage_options=self.lake.storage_options or None,
+                commit_properties=commit_properties,
             )
             if self._delta is None:  # created by this append
                 self._delta = self.lake._open(self.table)

@@ -10,9 +10,8 @@ snapshot of the latest validated days, indexed by account, held in memory and re
 from __future__ import annotations
 
 import math
-import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -28,7 +27,11 @@ from mlops_assets.features.online_engine import (
     compute_features_online,
 )
 from mlops_assets.paysim import PAYSIM_COLUMNS
-from mlops_assets.validate.contract import TransactionContract
+from mlops_assets.validate.one_row import (
+    ContractViolation,
+    check_transaction_id,
+    check_value,
+)
 
 #: The fields of a request transaction (``transaction_id`` is optional).
 REQUEST_FIELDS: tuple[str, ...] = (
@@ -38,50 +41,6 @@ REQUEST_FIELDS: tuple[str, ...] = (
 _INTEGER_FIELDS = ("step",)
 _NUMBER_FIELDS = ("amount", "oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest")
 _TEXT_FIELDS = ("type", "nameOrig", "nameDest")
-MAX_TRANSACTION_ID_LENGTH = 256
-
-
-class ContractViolation(ValueError):
-    """A request value that the data contract would reject: which field and which rule."""
-
-    def __init__(self, field: str, rule: str, value: Any = None) -> None:
-        self.field = field
-        self.rule = rule
-        self.value = value
-        super().__init__(f"{field}: {rule}")
-
-    def detail(self) -> dict[str, Any]:
-        return {"field": self.field, "rule": self.rule, "message": str(self)}
-
-
-@dataclass(frozen=True)
-class _Rule:
-    name: str  # the contract's check text, e.g. "greater_than(0)"
-    test: Callable[[Any], bool]
-
-
-def _rule_from_check(check: Any) -> _Rule:
-    stats = check.statistics
-    if check.name == "greater_than":
-        return _Rule(check.error, lambda v, m=stats["min_value"]: v > m)
-    if check.name == "greater_than_or_equal_to":
-        return _Rule(check.error, lambda v, m=stats["min_value"]: v >= m)
-    if check.name == "isin":
-        allowed = frozenset(stats["allowed_values"])
-        return _Rule(check.error, lambda v, a=allowed: v in a)
-    if check.name == "str_matches":
-        pattern = re.compile(stats["pattern"])
-        return _Rule(check.error, lambda v, p=pattern: p.match(v) is not None)
-    raise NotImplementedError(f"contract check {check.name} has no one-row form in the service")
-
-
-def _contract_rules() -> dict[str, list[_Rule]]:
-    """The contract's column checks for the request fields, read from the contract itself."""
-    columns = TransactionContract.to_schema().columns
-    return {f: [_rule_from_check(c) for c in columns[f].checks] for f in REQUEST_FIELDS}
-
-
-RULES = _contract_rules()
 
 
 def _parse_timestamp(value: Any) -> datetime:
@@ -141,18 +100,10 @@ def _parse_transaction(payload: Any) -> dict[str, Any]:
                 raise ContractViolation(name, "not a valid String")
         elif name == "timestamp":
             value = _parse_timestamp(value)
-        for rule in RULES[name]:
-            if not rule.test(value):
-                raise ContractViolation(name, rule.name)
+        check_value(name, value)
         row[name] = value
     transaction_id = payload.get("transaction_id")
-    if transaction_id is not None:
-        if not isinstance(transaction_id, str) or not transaction_id:
-            raise ContractViolation("transaction_id", "a non-empty string")
-        if len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
-            raise ContractViolation(
-                "transaction_id", f"at most {MAX_TRANSACTION_ID_LENGTH} characters"
-            )
+    check_transaction_id(transaction_id)
     row["transaction_id"] = transaction_id
     return row
 

@@ -227,10 +227,3 @@ class AvroCodec:
                 f"{len(value) - payload.tell()} byte(s) left over"
             )
         return writer, record
-
-
-def registry_client(url: str, config: dict[str, Any] | None = None) -> Any:
-    """A Confluent schema-registry client for ``url`` (extra ``config``: basic auth, TLS)."""
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    return SchemaRegistryClient({"url": url, **(config or {})})
