@@ -10,6 +10,7 @@ from mlops_assets.features.assets import transaction_features
 from mlops_assets.ingest.assets import raw_transactions
 from mlops_assets.ingest.label_assets import build_label_sensor, transaction_labels
 from mlops_assets.ingest.sensors import build_landing_sensor
+from mlops_assets.ingest.stream_sensor import build_stream_sensor, transaction_stream
 from mlops_assets.monitor.assets import drift_report
 from mlops_assets.monitor.performance_assets import model_performance
 from mlops_assets.monitor.retrain_sensor import build_retrain_sensor
@@ -23,6 +24,7 @@ from mlops_assets.train.assets import CANDIDATE_ASSETS, TUNING_ASSETS, training_
 from mlops_assets.validate.assets import validated_transactions
 
 ALL_ASSETS = [
+    transaction_stream,
     raw_transactions,
     validated_transactions,
     transaction_features,
@@ -133,6 +135,7 @@ def build_definitions() -> dg.Definitions:
         schedules=[daily_pipeline_schedule, served_predictions_schedule],
         sensors=[
             build_landing_sensor(settings.automation_enabled),
+            build_stream_sensor(settings.automation_enabled),
             build_label_sensor(settings.automation_enabled),
             build_retrain_sensor(settings.automation_enabled),
             build_run_failure_alert_sensor(sensor_status),

@@ -57,6 +57,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             model_name=settings.model_name,
             model_alias=settings.model_alias,
             landing_settle_seconds=settings.landing_settle_seconds,
+            stream_settle_seconds=settings.stream_settle_seconds,
+            stream_sensor_days=settings.stream_sensor_days,
             gate_metric=settings.gate_metric,
             gate_margin=settings.gate_margin,
             gate_min_pr_auc=settings.gate_min_pr_auc,

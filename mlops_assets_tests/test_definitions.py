@@ -18,6 +18,7 @@ from mlops_assets_tests.pipeline import TRAIN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ASSETS = {
+    "transaction_stream",
     "raw_transactions",
     "validated_transactions",
     "quarantined_transactions",
@@ -83,6 +84,17 @@ def test_training_steps_request_a_gpu_node_and_the_gate_blocks() -> None:
     )
     assert gate.blocking
     assert by_key["scored_transactions"].deps[1].asset_key == dg.AssetKey("champion_model")
+
+
+def test_the_topic_is_an_external_asset_upstream_of_bronze() -> None:
+    graph = defs.resolve_asset_graph()
+    stream = graph.get(dg.AssetKey("transaction_stream"))
+    assert not stream.is_executable  # written by the bronze ingestion, observed by its sensor
+    assert {"kafka", "avro"} <= set(stream.kinds)
+    assert (
+        dg.AssetKey("transaction_stream") in graph.get(dg.AssetKey("raw_transactions")).parent_keys
+    )
+    assert defs.resolve_sensor_def("transaction_stream_sensor").minimum_interval_seconds == 30
 
 
 def test_contract_and_drift_checks_exist() -> None:

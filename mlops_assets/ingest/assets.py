@@ -7,6 +7,7 @@ import polars as pl
 
 from mlops_assets.automation import DAILY_FRESHNESS
 from mlops_assets.ingest.delivery import DeliveryError, load_day
+from mlops_assets.ingest.streamed import FILE_ROWS, StreamedDay, has_streamed_rows, streamed_days
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
@@ -15,6 +16,10 @@ from mlops_assets.tables import RAW_TRANSACTIONS
 
 #: metadata key holding {file URI: sha256} of the files a day was loaded from
 SOURCE_DIGESTS = "source_digests"
+#: metadata key holding how many streamed rows the days had when loaded
+STREAM_ROWS = "stream_rows"
+#: the transactions topic, an external asset observed by the stream sensor
+TRANSACTION_STREAM = dg.AssetKey("transaction_stream")
 
 
 @dg.asset(
@@ -24,6 +29,7 @@ SOURCE_DIGESTS = "source_digests"
     group_name="ingest",
     kinds={"delta", "polars", "bronze"},
     tags={"layer": "bronze"},
+    deps=[TRANSACTION_STREAM],
 )
 def raw_transactions(
     context: dg.AssetExecutionContext,
@@ -31,17 +37,23 @@ def raw_transactions(
     lake: DeltaLake,
     policy: PipelinePolicy,
 ) -> dg.MaterializeResult:
-    """Bronze: the day's landing-zone files loaded exactly as delivered (every column as text),
-    with `_source_file`, `_source_row` and `_ingested_at` on every row. Re-materializing a day
-    replaces that day only. Fails, naming the file, on a malformed, empty or incomplete file;
-    the landing sensor requests a day when one of its files is new or changed."""
+    """Bronze: the day's transactions exactly as delivered (every column as text), from the
+    landing zone's files (with `_source_file`, `_source_row`) and from the transactions topic
+    (with `_source_topic`, `_source_partition`, `_source_offset`, written by the bronze
+    ingestion exactly once), all with `_ingested_at`. Re-materializing a day replaces that day's
+    file rows only; its streamed rows stay. Fails, naming the file, on a malformed, empty or
+    incomplete file, and when the day has neither a file nor a streamed message; the landing
+    and stream sensors request a day when its files or streamed rows change."""
     days = partition_days(context)
     files = landing.list_files()
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     per_day: dict[str, dict[str, object]] = {}
     digests: dict[str, str] = {}
+    offsets: dict[str, dict[str, object]] = {}
     writes = []
     unassignable_rows = 0
+    stream_rows = 0
+    streamed = has_streamed_rows(lake)
     for day in days:
         try:
             rows, sources, unassignable = load_day(
@@ -53,12 +65,14 @@ def raw_transactions(
                 "and re-materialize the day.",
                 allow_retries=False,
             ) from error
-        if not sources:
+        stream = streamed_days(lake, [day]).get(day, StreamedDay(day)) if streamed else None
+        if not sources and (stream is None or stream.rows == 0):
             raise dg.Failure(
-                description=f"No landing file for {day} under {landing.uri}: expected a .csv or "
-                f".parquet file whose name contains {day.isoformat()} "
-                f"(e.g. transactions_{day.isoformat()}.csv) or an undated PaySim log with "
-                "steps on that day.",
+                description=f"No landing file for {day} under {landing.uri} and no streamed "
+                f"transaction of that day in {lake.table_uri(RAW_TRANSACTIONS)}: expected a "
+                f".csv or .parquet file whose name contains {day.isoformat()} "
+                f"(e.g. transactions_{day.isoformat()}.csv), an undated PaySim log with steps "
+                "on that day, or messages on the transactions topic.",
                 allow_retries=False,
             )
         unassignable_rows += unassignable
@@ -67,23 +81,49 @@ def raw_transactions(
                 f"{unassignable} row(s) of undated PaySim logs have no valid step and belong "
                 "to no day"
             )
-        table = rows.to_arrow(compat_level=pl.CompatLevel.newest())  # no copy of the text
-        write = lake.overwrite_day(RAW_TRANSACTIONS, table, day)
-        writes.append((write, table.schema))
-        digests.update(sources)
-        per_day[day.isoformat()] = {"rows": write.rows, "files": len(sources)}
+        file_rows = 0
+        if sources:
+            table = rows.to_arrow(compat_level=pl.CompatLevel.newest())  # no copy of the text
+            write = lake.overwrite_day(
+                RAW_TRANSACTIONS, table, day, only_rows=FILE_ROWS if streamed else None
+            )
+            writes.append((write, table.schema))
+            digests.update(sources)
+            file_rows = write.rows
+        streamed_rows = stream.rows if stream is not None else 0
+        stream_rows += streamed_rows
+        if stream is not None and streamed_rows:
+            offsets[day.isoformat()] = stream.metadata()
+        per_day[day.isoformat()] = {
+            "rows": file_rows + streamed_rows,
+            "files": len(sources),
+            "file_rows": file_rows,
+            "stream_rows": streamed_rows,
+        }
         context.log.info(
-            f"{day}: {write.rows} rows from {len(sources)} file(s) -> v{write.version}"
+            f"{day}: {file_rows} rows from {len(sources)} file(s), {streamed_rows} streamed"
+            + (f" -> v{writes[-1][0].version}" if sources else "")
         )
-    last_write, schema = writes[-1]
+    version = lake.version(RAW_TRANSACTIONS)
+    metadata = (
+        writes[-1][0].metadata(writes[-1][1])
+        if writes
+        else {
+            "delta_version": version,
+            "table_uri": dg.MetadataValue.path(lake.table_uri(RAW_TRANSACTIONS)),
+        }
+    )
     return dg.MaterializeResult(
         metadata={
-            **last_write.metadata(schema),
-            "dagster/row_count": sum(w.rows for w, _ in writes),
+            **metadata,
+            "dagster/row_count": sum(int(d["rows"]) for d in per_day.values()),
             "days": describe_days(days),
             "rows_by_day": dg.MetadataValue.json(per_day),
             "source_files": dg.MetadataValue.json(sorted(digests)),
             SOURCE_DIGESTS: dg.MetadataValue.json(digests),
             "unassignable_log_rows": unassignable_rows,
+            STREAM_ROWS: stream_rows,
+            "stream_offsets": dg.MetadataValue.json(offsets),
+            "stream_bronze_version": version,
         }
     )

@@ -105,6 +105,27 @@ class KafkaCluster(dg.ConfigurableResource):
 
         return AdminClient(self.client_config())
 
+    def end_offsets(self, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+        """Each partition's (low, high) watermark: its first and its next offset."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self.consumer(f"{self.ingest_group}.monitor")
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                raise RuntimeError(
+                    f"topic {topic} is not on {self.bootstrap_servers}"
+                    + (f": {metadata.error}" if metadata is not None else "")
+                )
+            return {
+                partition: consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout
+                )
+                for partition in sorted(metadata.partitions)
+            }
+        finally:
+            consumer.close()
+
     def ensure_topics(self, topics: list[str], timeout: float = 30.0) -> list[str]:
         """Create the topics that do not exist yet (``topic_partitions`` partitions each);
         returns those created."""

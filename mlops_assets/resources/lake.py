@@ -155,6 +155,18 @@ class DeltaLake(dg.ConfigurableResource):
             frame = frame.select(columns)
         return frame.collect()
 
+    def column_names(self, table: LakeTable) -> list[str]:
+        """The table's columns (empty when it does not exist)."""
+        delta = self._open(table)
+        return [] if delta is None else [f.name for f in delta.schema().fields]
+
+    def transaction_versions(
+        self, table: LakeTable, app_ids: Sequence[str]
+    ) -> dict[str, int | None]:
+        """The latest version of each application transaction id (Delta's ``txn`` action)."""
+        delta = self._open(table)
+        return {a: None if delta is None else delta.transaction_version(a) for a in app_ids}
+
     def days(self, table: LakeTable) -> list[date]:
         """The days (partitions) present in the table, sorted."""
         delta = self._open(table)
@@ -163,18 +175,28 @@ class DeltaLake(dg.ConfigurableResource):
         values = {p[PARTITION_COLUMN] for p in delta.partitions()}
         return sorted(date.fromisoformat(v) for v in values if v)
 
-    def overwrite_day(self, table: LakeTable, data: pa.Table, day: date) -> PartitionWrite:
+    def overwrite_day(
+        self, table: LakeTable, data: pa.Table, day: date, only_rows: str | None = None
+    ) -> PartitionWrite:
         """Atomically replace one day of ``table`` with ``data`` (which may be empty).
 
         Rows must all belong to ``day``; the partition column is cast to ``date32`` so that the
         predicate and the column always agree (see DESIGN.md's partition-overwrite trap).
+        ``only_rows`` (SQL) limits what is replaced to the day's rows that match it.
         """
-        return self.overwrite_days(table, _with_partition_column(data, day), day, day)
+        return self.overwrite_days(table, _with_partition_column(data, day), day, day, only_rows)
 
     def overwrite_days(
-        self, table: LakeTable, data: pa.Table, first: date, last: date
+        self,
+        table: LakeTable,
+        data: pa.Table,
+        first: date,
+        last: date,
+        only_rows: str | None = None,
     ) -> PartitionWrite:
-        """Atomically replace the days ``first``..``last`` of ``table`` in one Delta commit.
+        """Atomically replace the days ``first``..``last`` of ``table`` in one Delta commit
+        (of those days, only the rows matching the SQL condition ``only_rows``, when given:
+        the new rows must match it too).
 
         ``data`` carries its ``txn_date``; a row outside the range is refused before anything is
         written.
@@ -203,6 +225,7 @@ class DeltaLake(dg.ConfigurableResource):
                 predicate=(
                     f"{PARTITION_COLUMN} >= '{first.isoformat()}' AND "
                     f"{PARTITION_COLUMN} <= '{last.isoformat()}'"
+                    + (f" AND ({only_rows})" if only_rows else "")
                 ),
                 schema_mode="merge",
                 writer_properties=properties,

@@ -22,6 +22,8 @@ class PipelinePolicy(dg.ConfigurableResource):
     model_name: str = "fraud_detector"
     model_alias: str = "champion"
     landing_settle_seconds: float = 10.0
+    stream_settle_seconds: float = 60.0
+    stream_sensor_days: int = 7
     gate_metric: str = "pr_auc"
     gate_margin: float = 0.005
     gate_min_pr_auc: float = 0.2

@@ -20,17 +20,10 @@ from typing import Any
 from deltalake import CommitProperties, Transaction
 from deltalake.exceptions import CommitFailedError
 
+from mlops_assets.ingest.streamed import COMMIT_KEY, app_id
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.stream.bronze_rows import MessageBatch
 from mlops_assets.tables import RAW_TRANSACTIONS, LakeTable
-
-#: commit-info key under which each bronze write records what it holds
-COMMIT_KEY = "mlops.stream"
-
-
-def app_id(topic: str, partition: int) -> str:
-    """The Delta application-transaction id holding a topic partition's next offset."""
-    return f"kafka/{topic}/{partition}"
 
 
 class OffsetsMoved(RuntimeError):
@@ -103,18 +96,3 @@ class BronzeWriter:
             "rows_by_day": dict(sorted(batch.rows_by_day.items())),
             "dead_letters": batch.dead_letters_by_kind,
         }
-
-
-def stream_writes(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The bronze writes among some Delta commits (``DeltaTable.history``), oldest first:
-    version, time and what each holds."""
-    writes = []
-    for commit in history:
-        recorded = commit.get(COMMIT_KEY)
-        if recorded is None:
-            continue
-        described = json.loads(recorded) if isinstance(recorded, str) else recorded
-        writes.append(
-            {"version": commit.get("version"), "timestamp": commit.get("timestamp"), **described}
-        )
-    return sorted(writes, key=lambda w: w["version"] or 0)

@@ -17,6 +17,19 @@ from mlops_assets.validate.contract import TYPED_COLUMNS, TransactionContract
 
 DELIVERED_COLUMNS = tuple(TYPED_COLUMNS)
 DUPLICATE_RULE = "duplicate: identical to an earlier delivered row of this day"
+REUSED_ID_RULE = "transaction_id: unique within the day (an earlier row has this id)"
+#: lineage of a row, in this order: its file and row, or its topic, partition and offset
+LINEAGE_COLUMNS = (
+    "_source_file",
+    "_source_row",
+    "_source_topic",
+    "_source_partition",
+    "_source_offset",
+    "_ingested_at",
+)
+#: what a quarantined streamed row also keeps: its writer schema and an unreadable message's bytes
+QUARANTINE_EXTRA_COLUMNS = ("_schema_id", "_message_value")
+_FILE_LINEAGE = {"_source_file": pl.Utf8, "_source_row": pl.Int64}
 _TIMESTAMP_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%#z",
     "%Y-%m-%d %H:%M:%S%.f%#z",
@@ -195,35 +208,93 @@ def _duplicate_failures(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _transaction_ids(raw: pl.DataFrame) -> pl.Expr:
-    """``<file stem>:<row>``: the stem is computed once per file, not once per row."""
-    stems = {
-        uri: uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        for uri in raw.get_column("_source_file").unique().to_list()
-    }
-    return (
-        pl.col("_source_file").replace_strict(stems, return_dtype=pl.Utf8)
+    """File rows: ``<file stem>:<row>`` (the stem computed once per file, not once per row).
+    Streamed rows: the producer's ``transaction_id``, else ``<topic>:<partition>:<offset>``."""
+    files = [uri for uri in raw.get_column("_source_file").unique().to_list() if uri is not None]
+    stems = {uri: uri.rsplit("/", 1)[-1].rsplit(".", 1)[0] for uri in files}
+    from_file = (
+        pl.col("_source_file").replace_strict(stems, default=None, return_dtype=pl.Utf8)
         + ":"
         + pl.col("_source_row").cast(pl.Utf8)
-    ).alias("transaction_id")
+    )
+    if "_source_topic" not in raw.columns:
+        return from_file.alias("transaction_id")
+    from_stream = (
+        pl.col("_source_topic")
+        + ":"
+        + pl.col("_source_partition").cast(pl.Utf8)
+        + ":"
+        + pl.col("_source_offset").cast(pl.Utf8)
+    )
+    delivered = (
+        pl.col("transaction_id").cast(pl.Utf8)
+        if "transaction_id" in raw.columns
+        else pl.lit(None, dtype=pl.Utf8)
+    )
+    return pl.coalesce(from_file, delivered, from_stream).alias("transaction_id")
 
 
 def _in_delivery_order(raw: pl.DataFrame) -> pl.DataFrame:
-    """Rows ordered by source file and row (a cheap no-op for a single, ordered file)."""
-    single_file = raw.get_column("_source_file").n_unique() <= 1
-    if single_file and raw.get_column("_source_row").is_sorted():
-        return raw
-    return raw.sort("_source_file", "_source_row")
+    """Rows ordered by source file and row, then topic, partition and offset (a cheap no-op
+    for a single, ordered file)."""
+    if "_source_topic" not in raw.columns:
+        single_file = raw.get_column("_source_file").n_unique() <= 1
+        if single_file and raw.get_column("_source_row").is_sorted():
+            return raw
+        return raw.sort("_source_file", "_source_row")
+    order = ["_source_file", "_source_row", "_source_topic", "_source_partition", "_source_offset"]
+    return raw.sort(order, nulls_last=True)
+
+
+def _delivery_failures(raw: pl.DataFrame) -> pl.DataFrame:
+    """(row, column, rule) of every streamed message that could not be read at all."""
+    if "_delivery_error" not in raw.columns:
+        return _empty_failures()
+    failed = raw.filter(pl.col("_delivery_error").is_not_null())
+    return failed.select(
+        pl.col(_ROW),
+        pl.lit("").alias("column"),
+        (pl.lit("message: ") + pl.col("_delivery_error")).alias("rule"),
+    )
+
+
+def _reused_id_failures(
+    raw: pl.DataFrame, ids: pl.Series, duplicates: pl.DataFrame
+) -> pl.DataFrame:
+    """Rows whose delivered transaction id an earlier row of the day already has (identical
+    rows are reported as duplicates instead)."""
+    if "transaction_id" not in raw.columns:
+        return _empty_failures()
+    delivered = raw.get_column("transaction_id").is_not_null()
+    reused = delivered & ~ids.is_first_distinct()
+    if not reused.any():
+        return _empty_failures()
+    rows = raw.get_column(_ROW).filter(reused)
+    rows = rows.filter(~rows.is_in(duplicates.get_column(_ROW).implode()))
+    return pl.DataFrame({_ROW: rows}).with_columns(
+        pl.lit("transaction_id").alias("column"), pl.lit(REUSED_ID_RULE).alias("rule")
+    )
+
+
+def _lineage_columns(raw: pl.DataFrame) -> list[str]:
+    """The lineage columns the day's rows carry (file rows; streamed rows too when present)."""
+    return [c for c in LINEAGE_COLUMNS if c in raw.columns]
 
 
 def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome:
     """Split one day's delivered rows (text columns + lineage) by the contract."""
+    for column, dtype in _FILE_LINEAGE.items():  # a day of streamed rows only
+        if column not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype=dtype).alias(column))
     raw = _in_delivery_order(raw)
     for column in DELIVERED_COLUMNS:
         if column not in raw.columns:
             raw = raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias(column))
     raw = raw.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
     typed = parse_delivered_text(raw, day, epoch)
+    ids = raw.select(_transaction_ids(raw)).to_series()
 
+    delivery_failures = _delivery_failures(raw)
     parse_failures = _parse_failures(raw, typed)
     contract_failures = _contract_failures(typed).join(
         # a value that did not parse is reported once, as a type error, not also as null
@@ -231,9 +302,20 @@ def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome
         on=[_ROW, "column"],
         how="anti",
     )
-    failures = pl.concat([parse_failures, contract_failures, _duplicate_failures(raw)])
+    duplicates = _duplicate_failures(raw)
+    failures = pl.concat(
+        [
+            # an unreadable message is reported for that alone, not for its empty values
+            pl.concat([parse_failures, contract_failures, duplicates]).join(
+                delivery_failures.select(_ROW), on=_ROW, how="anti"
+            ),
+            delivery_failures,
+            _reused_id_failures(raw, ids, duplicates),
+        ]
+    )
     rules = failures.group_by(_ROW).agg(pl.col("rule").unique().sort().alias("_rules"))
     rejected = raw.get_column(_ROW).is_in(rules.get_column(_ROW).implode())
+    lineage_columns = _lineage_columns(raw)
 
     # raw is in delivery order and filters keep it: no re-sorting needed
     quarantined = (
@@ -241,23 +323,16 @@ def apply_contract(raw: pl.DataFrame, day: date, epoch: date) -> ContractOutcome
         .join(rules, on=_ROW, how="left", maintain_order="left")
         .select(
             *[pl.col(c).cast(pl.Utf8) for c in DELIVERED_COLUMNS],
-            "_source_file",
-            "_source_row",
-            "_ingested_at",
+            *lineage_columns,
+            *[c for c in QUARANTINE_EXTRA_COLUMNS if c in raw.columns],
             "_rules",
         )
     )
-    lineage = raw.select("_source_file", "_source_row", "_ingested_at")
+    lineage = raw.select(lineage_columns)
     valid = (
-        pl.concat([typed, lineage], how="horizontal")
+        pl.concat([typed, lineage, ids.to_frame()], how="horizontal")
         .filter(~rejected)
-        .select(
-            _transaction_ids(raw),
-            *DELIVERED_COLUMNS,
-            "_source_file",
-            "_source_row",
-            "_ingested_at",
-        )
+        .select("transaction_id", *DELIVERED_COLUMNS, *lineage_columns)
     )
     counts = Counter(failures.get_column("rule").to_list())
     return ContractOutcome(valid=valid, quarantined=quarantined, rejects_by_rule=dict(counts))
