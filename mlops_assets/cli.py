@@ -1,5 +1,6 @@
 """The project's commands: ``demo``, ``ui`` (Dagster), ``mlflow-ui``, ``history``,
-``rebuild-training-set``, ``rollback`` and ``fetch-spark-jars``."""
+``rebuild-training-set``, ``rollback``, ``serve``, ``fetch-spark-jars``, and the streaming
+ones (``kafka-local``, ``stream-setup``, ``produce``, ``consume``, ``score-stream``...)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from mlops_assets.settings import load_settings
+from mlops_assets.stream.cli import add_stream_commands
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -300,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch the Spark jars (delta-spark, hadoop-aws + AWS SDK) with Maven into the cache",
     )
     jars.set_defaults(handler=_fetch_spark_jars)
+    add_stream_commands(commands)
     return parser
 
 

@@ -103,6 +103,7 @@ def build_kafka(settings: Settings) -> KafkaCluster:
         scorer_group=settings.kafka_scorer_group,
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication=settings.kafka_topic_replication,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
 
 

@@ -243,6 +243,17 @@ class Settings(BaseSettings):
     kafka_scorer_group: str = Field(
         "mlops-assets-scorer", description="Consumer group of the streaming scorer."
     )
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=6_000,
+        description="How long the brokers wait for a silent consumer before giving its "
+        "partitions to another (a crashed pod's partitions wait this long).",
+    )
+    kafka_group_instance_id: str | None = Field(
+        None,
+        description="Static group membership id of this consumer (e.g. a StatefulSet pod "
+        "name): a restarted consumer takes its partitions back at once, without a rebalance.",
+    )
     kafka_topic_partitions: int = Field(
         3, gt=0, description="Partitions of the topics the platform creates when missing."
     )

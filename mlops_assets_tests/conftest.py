@@ -15,6 +15,7 @@ pytest_plugins = [
     "mlops_assets_tests.postgres",
     "mlops_assets_tests.webhook",
     "mlops_assets_tests.s3_server",
+    "mlops_assets_tests.kafka_broker",
 ]
 
 

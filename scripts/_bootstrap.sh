@@ -20,3 +20,6 @@ echo "==> Syncing the environment from uv.lock into .venv/"
 "$UV" sync --frozen --python 3.11 --quiet
 echo "==> Fetching the delta-spark jars with Maven (cached after the first run)"
 "$UV" run --frozen --no-sync mlops-assets fetch-spark-jars
+echo "==> Fetching the Kafka broker jars and building the schema registry with Maven (cached)"
+"$UV" run --frozen --no-sync mlops-assets fetch-kafka-jars
+"$UV" run --frozen --no-sync mlops-assets fetch-schema-registry

@@ -48,6 +48,7 @@ class KafkaCluster(dg.ConfigurableResource):
     scorer_group: str = "mlops-assets-scorer"
     topic_partitions: int = 3
     topic_replication: int = 1
+    session_timeout_ms: int = 10_000
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration of a client of this cluster (``extra`` on top); librdkafka's
@@ -77,22 +78,24 @@ class KafkaCluster(dg.ConfigurableResource):
         config.update(extra)
         return config
 
-    def consumer(self, group: str, **extra: Any) -> Any:
-        """A consumer in ``group`` that commits nothing on its own and reads committed data."""
+    def consumer(self, group: str, instance_id: str | None = None, **extra: Any) -> Any:
+        """A consumer in ``group`` that commits nothing on its own and reads committed data;
+        with ``instance_id``, a static member of the group (a restart takes its partitions
+        back at once)."""
         from confluent_kafka import Consumer
 
-        return Consumer(
-            self.client_config(
-                **{
-                    "group.id": group,
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                    **extra,
-                }
-            )
-        )
+        config = {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": self.session_timeout_ms,
+            **extra,
+        }
+        if instance_id:
+            config["group.instance.id"] = instance_id
+        return Consumer(self.client_config(**config))
 
     def producer(self, **extra: Any) -> Any:
         """An idempotent producer (no duplicates or reordering from its own retries)."""

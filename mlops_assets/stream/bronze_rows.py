@@ -96,7 +96,7 @@ def _as_text(values: list[Any], field_spec: dict[str, Any]) -> pa.Array:
     series = pl.Series(field_spec["name"], values, dtype=dtype)
     if micros is not None:
         series = (series * micros).cast(pl.Datetime("us", "UTC"))
-        series = series.dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
+        series = series.dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")
     elif dtype != pl.Utf8:
         series = series.cast(pl.Utf8)
     return series.to_arrow().cast(pa.string())
