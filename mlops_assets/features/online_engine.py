@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -118,6 +119,10 @@ class IndexedHistory:
     def rows_of(self, column: str, account: str) -> np.ndarray:
         return self.accounts[column].get(account, _NO_ROWS)
 
+    def ids_of(self, rows: np.ndarray) -> list[str]:
+        """The transaction ids of some rows."""
+        return self.transaction_ids.take(rows).to_pylist()
+
 
 _NO_ROWS = np.empty(0, np.int64)
 
@@ -149,8 +154,22 @@ def prepare() -> None:
     batch_schema()
 
 
+class History(Protocol):
+    """What the runner reads of a history: ``IndexedHistory`` (a snapshot) or
+    ``RollingHistory`` (``rolling_history.py``, appended to as a stream goes)."""
+
+    values: dict[str, np.ndarray]
+
+    @property
+    def seconds(self) -> np.ndarray: ...
+
+    def rows_of(self, column: str, account: str) -> np.ndarray: ...
+
+    def ids_of(self, rows: np.ndarray) -> list[str]: ...
+
+
 def compute_features_online(
-    rows: pa.Table, history: IndexedHistory, groups: Sequence[int] | np.ndarray | None = None
+    rows: pa.Table, history: History, groups: Sequence[int] | np.ndarray | None = None
 ) -> pa.Table:
     """Feature rows (``transaction_features`` columns) for ``rows``, in their order.
 
@@ -189,7 +208,7 @@ def _window_values(
     group_of: np.ndarray,
     ids_of_group: dict[int, set[str]],
     values: dict[str, np.ndarray],
-    history: IndexedHistory,
+    history: History,
 ) -> list[list[float | int | None]]:
     """Each window aggregate's value for each row (None where SQL gives NULL: SUM or AVG of no
     rows)."""
@@ -208,7 +227,7 @@ def _window_values(
                 past = past[(past_seconds >= low) & (past_seconds <= high)]
                 if len(past):
                     group_ids = ids_of_group[int(group_of[row])]
-                    past_ids = history.transaction_ids.take(past).to_pylist()
+                    past_ids = history.ids_of(past)
                     if not group_ids.isdisjoint(past_ids):  # the request replays history rows
                         past = past[[i not in group_ids for i in past_ids]]
             own = [
@@ -234,6 +253,7 @@ def _window_values(
 
 __all__ = [
     "INPUT_SCHEMA",
+    "History",
     "IndexedHistory",
     "batch_schema",
     "compute_features_online",

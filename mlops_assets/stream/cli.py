@@ -154,6 +154,22 @@ def _consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_stream(args: argparse.Namespace) -> int:
+    from mlops_assets.serve.stream_service import run_scorer
+    from mlops_assets.stream.service import configure_logging
+
+    configure_logging()
+    scorer = run_scorer(
+        load_settings(), until_caught_up=args.until_caught_up, idle_seconds=args.idle_seconds
+    )
+    print(
+        f"streaming scorer: {scorer.decided:,} transaction(s) scored, {scorer.rejected:,} "
+        f"rejected, {scorer.replayed:,} replayed into the history",
+        flush=True,
+    )
+    return 0
+
+
 def add_stream_commands(commands: Any) -> None:
     """Register the streaming commands on the ``mlops-assets`` parser."""
     fetch = commands.add_parser(
@@ -198,3 +214,13 @@ def add_stream_commands(commands: Any) -> None:
         "--idle-seconds", type=float, default=2.0, help="quiet time before 'caught up' (2)"
     )
     consume.set_defaults(handler=_consume)
+
+    score = commands.add_parser(
+        "score-stream",
+        help="run the streaming scorer: decide every transaction on the topic with the champion",
+    )
+    score.add_argument(
+        "--until-caught-up", action="store_true", help="stop once every partition is decided"
+    )
+    score.add_argument("--idle-seconds", type=float, default=2.0)
+    score.set_defaults(handler=_score_stream)
