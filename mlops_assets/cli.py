@@ -37,6 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
             fmt=args.format,
             xgboost_trials=args.xgboost_trials,
             mlp_trials=args.mlp_trials,
+            stream=not args.no_stream,
         )
     except DemoFailed as error:
         print(f"\nDemo failed: {error}", file=sys.stderr)
@@ -252,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
     demo.add_argument("--xgboost-trials", type=int, default=6, help="Optuna trials (default 6)")
     demo.add_argument("--mlp-trials", type=int, default=2, help="Optuna trials (default 2)")
+    demo.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="deliver every day as a file (default: the last day arrives on a local Kafka)",
+    )
     demo.set_defaults(handler=_demo)
 
     ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the project instance")

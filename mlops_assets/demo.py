@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.demo_stream import StreamLeg
 from mlops_assets.settings import Settings
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -102,8 +103,10 @@ def run_demo(
     say: Callable[[str], None] = print,
     xgboost_trials: int = 6,
     mlp_trials: int = 2,
+    stream: bool = True,
 ) -> dict[str, Any]:
-    """Generate the demo data and materialize every asset for it, printing progress."""
+    """Generate the demo data and materialize every asset for it, printing progress; with
+    ``stream``, the last day arrives on a local Kafka broker instead of as a file."""
     import dagster as dg
 
     from mlops_assets.datagen import GeneratorConfig, write_day
@@ -138,8 +141,11 @@ def run_demo(
         f"({days[0]}..{days[-1]}, drift from {plan.drift_start}) into "
         f"{settings.resolved_landing_uri}"
     )
+    streamed_day = days[-1] if stream and days[-1] > plan.training_end else None
+    outbox = settings.home_path / "outbox"  # the streamed day's file, not in the landing zone
     for day in days:
-        write_day(day, config, settings.resolved_landing_uri, fmt=fmt)
+        target = str(outbox) if day == streamed_day else settings.resolved_landing_uri
+        write_day(day, config, target, fmt=fmt)
 
     def run(job: str, label: str, **kwargs: Any) -> dict[str, dict[str, Any]]:
         started = time.perf_counter()
@@ -209,7 +215,20 @@ def run_demo(
         f"{plan.label_delay_days} days late; the retraining sensor decides"
     )
     retrains: list[dict[str, Any]] = []
+    leg = StreamLeg(settings, say) if streamed_day is not None else None
+    streamed: dict[str, Any] = {}
     for i, day in enumerate(days[len(first_run) :], len(first_run) + 1):
+        if day == streamed_day and leg is not None:
+            say(f"  [{i}/{len(days)}] {day} arrives on Kafka instead of as a file")
+            if leg.start():
+                leg.send(next(outbox.glob(f"*{day.isoformat()}*")))
+                leg.ingest(defs.resources)
+                leg.score(defs.resources)
+                leg.request_day(instance, defs.resources, day)
+            else:  # no Java or broker: the day is delivered as a file after all
+                for file in outbox.glob(f"*{day.isoformat()}*"):
+                    file.replace(Path(settings.resolved_landing_uri) / file.name)
+                leg = None
         run(
             "ingest_job",
             f"[{i}/{len(days)}] {day} ingest",
@@ -219,6 +238,9 @@ def run_demo(
         drift[day.isoformat()] = run(
             "scoring_job", f"{day} score", partition_key=day.isoformat(), run_config=QUIET_LOGS
         )["drift_report"]
+        if day == streamed_day and leg is not None:
+            streamed = {"day": day, "line": leg.compare(defs.resources, day), **leg.summary}
+            leg.stop()
         labels_arrive(day)
         decision = retrain_sensor(
             dg.build_sensor_context(instance=instance, resources=defs.resources),
@@ -231,7 +253,13 @@ def run_demo(
         for request in decision.run_requests:
             say(f"  retraining sensor: {request.tags['mlops/retrain_reason']}")
             retrains.append(retrain(defs, instance, request, {"ops": tuning, **QUIET_LOGS}, say))
-    return {"trained": trained, "drift": drift, "days": days, "retrains": retrains}
+    return {
+        "trained": trained,
+        "drift": drift,
+        "days": days,
+        "retrains": retrains,
+        "streamed": streamed,
+    }
 
 
 def retrain(
@@ -304,6 +332,18 @@ def _command_path() -> str:
         return str(script)
 
 
+def _streamed_lines(streamed: dict[str, Any]) -> list[str]:
+    if not streamed:
+        return []
+    return [
+        f"  Streamed day:     {streamed['day']}: {streamed['sent']:,} messages on Kafka -> "
+        f"raw_transactions exactly once ({streamed['dead_letters']} dead letters), "
+        f"{streamed['decided']:,} decided by the streaming scorer; {streamed['line']}",
+        "  Streaming by hand: mlops-assets kafka-local, then stream-setup, produce, consume, "
+        "score-stream (README, Streaming)",
+    ]
+
+
 def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
     """The closing summary: what was built and the commands that open it."""
     promoted = [r for r in [outcome["trained"], *outcome["retrains"]] if "champion_model" in r]
@@ -333,6 +373,7 @@ def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
             f"  Retraining:       {', '.join(retrains) or 'not needed'} (requested by the "
             "retrain_on_drift_or_decay sensor; the gate decided)",
             f"  Latest drift report ({latest_day}): {report}",
+            *_streamed_lines(outcome.get("streamed") or {}),
             "",
             "Where to look:",
             f"  Dagster UI (this same instance):  {command} ui        -> http://127.0.0.1:3000",

@@ -1,0 +1,270 @@
+"""End-to-end latency of the streaming scorer: from a transaction produced to its decision
+received, at a steady ``--rate`` (default 500 messages/s), against a floor measured in the same
+run: the same messages echoed by a bare consumer-producer (no decoding, features or model).
+
+Set-up (about a minute): five generated days are ingested and the model factory trains on
+them in a throwaway ``MLOPS_HOME`` (``serve_bench.build_world``: champion = the XGBoost
+candidate); a local KRaft broker and the local schema registry start, ``stream-setup`` makes
+the topics. Then, each for ``--seconds`` (default 30):
+
+* floor: a child process consumes the transactions topic and produces each message's bytes
+  to an echo topic at once (librdkafka with ``linger.ms=0``: the transport's own latency);
+* scorer: ``mlops-assets score-stream`` runs as in production (its own process, the
+  prediction log on), deciding every transaction of the next day, sent in time order.
+
+The load generator (this process) sends at the rate with Poisson arrivals and records when
+each message left; a listener process consumes the output topic and records when each answer
+arrived; latency = arrival - departure (one clock). Target (issue 13): p99 under 50 ms at 500
+messages/s. Usage: ``.venv/bin/python bench/stream_score_bench.py [--rate 500] [--strict]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve_bench import DAY, build_world, percentiles  # noqa: E402
+
+TARGET_P99_MS = 50.0
+
+
+def listen(
+    config: dict[str, Any], topic: str, key_field: str | None, wanted: int, out: str, seconds: float
+) -> None:
+    """Child process: record when each message of ``topic`` arrives (by its key)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": f"listener-{topic}",
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    consumer.subscribe([topic])
+    arrived: dict[str, float] = {}
+    deadline = time.time() + seconds
+    while len(arrived) < wanted and time.time() < deadline:
+        for message in consumer.consume(num_messages=500, timeout=0.05):
+            if message.error() is None and message.key() is not None:
+                arrived.setdefault(message.key().decode(), time.time())
+    consumer.close()
+    Path(out).write_text(json.dumps(arrived))
+
+
+def echo(config: dict[str, Any], source: str, target: str, seconds: float) -> None:
+    """Child process: the floor, each message's bytes produced again at once (keyed by id)."""
+    from confluent_kafka import Consumer, Producer
+
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "echo",
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    producer = Producer({**config, "linger.ms": 0})
+    consumer.subscribe([source])
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        for message in consumer.consume(num_messages=500, timeout=0.05):
+            if message.error() is None:
+                headers = dict(message.headers() or [])
+                producer.produce(target, value=message.value(), key=headers.get("id"))
+        producer.poll(0)
+    producer.flush(10)
+    consumer.close()
+
+
+def load(
+    kafka: Any, registry: Any, records: list[dict[str, Any]], rate: float, seconds: float
+) -> dict[str, float]:
+    """Send records at ``rate``/s (Poisson arrivals) for ``seconds``; when each one left."""
+    from mlops_assets.stream.setup import transaction_codec
+
+    codec = transaction_codec(registry)
+    writer = codec.register(f"{kafka.transactions_topic}-value")
+    encode = codec.encoder(writer)
+    producer = kafka.producer(**{"linger.ms": 0})
+    rng = random.Random(13)
+    departed: dict[str, float] = {}
+    started = time.perf_counter()
+    due = started
+    for record in records:
+        due += rng.expovariate(rate)
+        if due - started > seconds:
+            break
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        value = encode(record)
+        transaction_id = record["transaction_id"]
+        departed[transaction_id] = time.time()
+        producer.produce(
+            kafka.transactions_topic,
+            value=value,
+            key=record["nameOrig"].encode(),
+            headers={"id": transaction_id.encode()},
+        )
+        producer.poll(0)
+    producer.flush(30)
+    return departed
+
+
+def latencies(departed: dict[str, float], arrived_file: Path) -> np.ndarray:
+    arrived = json.loads(arrived_file.read_text())
+    missing = len(departed) - sum(1 for k in departed if k in arrived)
+    if missing:
+        print(f"  {missing} of {len(departed)} answers did not arrive in time")
+    return np.asarray([(arrived[k] - t) * 1000.0 for k, t in departed.items() if k in arrived])
+
+
+def next_day_records(rows: int) -> list[dict[str, Any]]:
+    from mlops_assets.datagen import GeneratorConfig, generate_day
+    from mlops_assets.settings import Settings
+
+    day = DAY + timedelta(days=1)
+    frame = generate_day(
+        day, GeneratorConfig(rows_per_day=rows, seed=7, epoch=Settings().paysim_epoch)
+    )
+    frame = frame.with_columns(frame["timestamp"].dt.epoch("us").alias("timestamp"))
+    return [
+        {**row, "transaction_id": f"bench:{day}:{i}"}
+        for i, row in enumerate(frame.iter_rows(named=True))
+    ]
+
+
+def measure(
+    kind: str,
+    kafka: Any,
+    registry: Any,
+    records: list[dict[str, Any]],
+    args: Any,
+    work: Path,
+    output: str,
+) -> np.ndarray:
+    config = {"bootstrap.servers": kafka.bootstrap_servers}
+    arrived = work / f"{kind}.json"
+    wanted = int(args.rate * args.seconds * 0.98)
+    listener = multiprocessing.get_context("spawn").Process(
+        target=listen, args=(config, output, None, wanted, str(arrived), args.seconds + 30)
+    )
+    listener.start()
+    time.sleep(3)  # the listener's group joined
+    departed = load(kafka, registry, records, args.rate, args.seconds)
+    listener.join(args.seconds + 40)
+    return latencies(departed, arrived)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rows-per-day", type=int, default=5_000, help="training days' size")
+    parser.add_argument("--strict", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="stream-score-bench-"))
+    os.environ["MLOPS_HOME"] = str(work / "home")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mlops_assets.resources.kafka import KafkaCluster, SchemaRegistry
+    from mlops_assets.settings import Settings
+    from mlops_assets.stream.local_kafka import start_local_kafka
+    from mlops_assets.stream.local_registry import start_local_registry
+    from mlops_assets.stream.setup import setup_stream
+
+    print("set-up: ingesting and training (about a minute)...", flush=True)
+    build_world(work / "home", args.rows_per_day)
+    settings = Settings()
+    records = next_day_records(int(args.rate * args.seconds * 1.5) + 1_000)
+    broker = start_local_kafka(work / "kafka", settings.kafka_jars_dir)
+    registry_server = start_local_registry(work / "registry", settings.schema_registry_dir)
+    scorer = echoer = None
+    try:
+        kafka = KafkaCluster(bootstrap_servers=broker.bootstrap_servers)
+        registry = SchemaRegistry(url=registry_server.url)
+        setup_stream(kafka, registry)
+        kafka.ensure_topics(["echo"])
+        config = {"bootstrap.servers": kafka.bootstrap_servers}
+        echoer = multiprocessing.get_context("spawn").Process(
+            target=echo, args=(config, kafka.transactions_topic, "echo", args.seconds + 60)
+        )
+        echoer.start()
+        time.sleep(3)
+        floor = measure("floor", kafka, registry, records, args, work, "echo")
+        echoer.terminate()
+        env = {
+            **os.environ,
+            "MLOPS_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "MLOPS_SCHEMA_REGISTRY_URL": registry.url,
+            "MLOPS_KAFKA_SCORER_GROUP": "bench-scorer",
+        }
+        log = open(work / "scorer.log", "wb")  # noqa: SIM115
+        scorer = subprocess.Popen(
+            [sys.executable, "-m", "mlops_assets.cli", "score-stream"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        # the scorer decides what the floor's run sent first (its group starts at the
+        # beginning); wait until it is at the end before measuring
+        deadline = time.time() + 180
+        while time.time() < deadline and b"scoring" not in (work / "scorer.log").read_bytes():
+            time.sleep(0.5)
+        time.sleep(15)
+        scored = measure(
+            "scorer",
+            kafka,
+            registry,
+            records[len(records) // 3 :],
+            args,
+            work,
+            kafka.decisions_topic,
+        )
+    finally:
+        for process in (scorer,):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
+        if echoer is not None and echoer.is_alive():
+            echoer.terminate()
+        registry_server.stop()
+        broker.stop()
+    floor_p, scored_p = percentiles(floor), percentiles(scored)
+    print(f"\nat {args.rate:g} messages/s for {args.seconds:g}s (Poisson arrivals):")
+    print("                                  p50       p95       p99       max")
+    for name, p in (("floor (echo, no scoring)", floor_p), ("streaming scorer", scored_p)):
+        print(
+            f"  {name:<28} {p['p50']:7.1f}ms {p['p95']:7.1f}ms {p['p99']:7.1f}ms {p['max']:7.1f}ms"
+        )
+    print(f"  answers: floor {len(floor)}, scorer {len(scored)}")
+    print(
+        f"  scorer p99 / floor p99: {scored_p['p99'] / floor_p['p99']:.1f}x; target p99 < "
+        f"{TARGET_P99_MS:g} ms: {'met' if scored_p['p99'] < TARGET_P99_MS else 'missed'}"
+    )
+    print(f"  (scorer log: {work / 'scorer.log'})")
+    met = scored_p["p99"] < TARGET_P99_MS
+    return 0 if met or not args.strict else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
