@@ -12,9 +12,11 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -26,6 +28,7 @@ from mlops_assets.datagen import GeneratorConfig, write_day
 from mlops_assets.ingest.streamed import app_id, committed_offsets, stream_writes, streamed_days
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.landing import LandingZone
+from mlops_assets.settings import Settings
 from mlops_assets.stream.bronze_rows import read_messages
 from mlops_assets.stream.bronze_writer import BronzeWriter, OffsetsMoved
 from mlops_assets.stream.codec import IncompatibleSchema, subject_for
@@ -37,13 +40,15 @@ from mlops_assets.stream.dead_letters import (
     read_dead_letter,
 )
 from mlops_assets.stream.ingest import BronzeIngestion, IngestStats
+from mlops_assets.stream.local_registry import start_local_registry
 from mlops_assets.stream.messages import StreamMessage
 from mlops_assets.stream.producer import ProduceReport, produce_records, typed_records
 from mlops_assets.stream.schemas import transaction_schema
 from mlops_assets.stream.setup import transaction_codec
 from mlops_assets.tables import RAW_TRANSACTIONS
 from mlops_assets.validate.rules import apply_contract
-from mlops_assets_tests.kafka_broker import StreamWorld
+from mlops_assets_tests.helpers import free_port
+from mlops_assets_tests.kafka_broker import StreamWorld, stream_world
 
 EPOCH = date(2026, 1, 1)
 DAY = date(2026, 3, 10)
@@ -432,3 +437,36 @@ def test_a_consumer_killed_at_random_points_loses_and_duplicates_nothing(
         assert (
             f"{row['_source_topic']}/{row['_source_partition']}/{row['_source_offset']}" in sources
         )
+
+
+def test_a_registry_outage_stalls_the_ingestion_and_loses_nothing(
+    kafka_broker: Any, tmp_path: Path
+) -> None:
+    settings = Settings()
+    port = free_port()
+    work = tmp_path / "registry"  # its schemas in a file database: they survive the restart
+    registry = start_local_registry(work, settings.schema_registry_dir, port=port, persistent=True)
+    try:
+        stream = stream_world(kafka_broker, registry, "outage")
+        report = produce_day(stream, tmp_path / "landing", DAY, rows=300)
+    finally:
+        registry.stop()
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    ingest = ingestion(stream, lake)  # a new codec: it must ask the registry for the schema
+    thread = threading.Thread(
+        target=ingest.run, kwargs={"stop_when_caught_up": True, "idle_seconds": 0.5}
+    )
+    thread.start()
+    time.sleep(5)
+    # the registry is down: nothing is written, nothing is dead-lettered, the loop waits
+    assert thread.is_alive() and ingest.stats.messages == 0 and not ingest.stats.dead_letters
+    assert lake.version(RAW_TRANSACTIONS) is None
+    back = start_local_registry(work, settings.schema_registry_dir, port=port, persistent=True)
+    try:
+        thread.join(90)
+        assert not thread.is_alive()
+    finally:
+        back.stop()
+    assert ingest.stats.messages == report.sent and not ingest.stats.dead_letters
+    assert_each_message_once(lake, end_offsets(stream))
+    assert stream.read_all(stream.kafka.dead_letter_topic, timeout=2) == []

@@ -98,6 +98,7 @@ def start_java_server(
     ready: Callable[[], bool],
     timeout_seconds: float,
     logs: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> JavaServer:
     """Start ``command`` (its output to ``log_path``) and wait until ``ready()``; a process that
     exits or is not ready in time is a ``JavaServerError`` carrying the end of its logs."""
@@ -109,6 +110,7 @@ def start_java_server(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
     server = JavaServer(name, process, log_path)
     deadline = started + timeout_seconds

@@ -18,6 +18,7 @@ import io
 import json
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ import fastavro
 from mlops_assets.stream.schemas import field_names, required_fields, without_logical_types
 
 MAGIC_BYTE = 0
+#: an id the registry did not know is asked for again after this long (a restored registry)
+UNKNOWN_ID_SECONDS = 60.0
 _HEADER = struct.Struct(">bI")
 
 
@@ -79,6 +82,7 @@ class AvroCodec:
         self.registry_url = registry_url
         self._required = tuple(required_fields(reader_schema))
         self._writers: dict[int, WriterSchema | UndecodableMessage] = {}
+        self._refused_at: dict[int, float] = {}  # when an id was found unknown (asked again later)
         self._lock = threading.Lock()
 
     # --- producing ------------------------------------------------------------------------
@@ -144,10 +148,15 @@ class AvroCodec:
         """The registered schema ``schema_id`` (fetched once); ``UndecodableMessage`` when the
         registry does not know it or it is not a schema this reader can read."""
         known = self._writers.get(schema_id)
-        if known is None:
+        if known is None or (
+            isinstance(known, UndecodableMessage)
+            and time.monotonic() - self._refused_at.get(schema_id, 0.0) > UNKNOWN_ID_SECONDS
+        ):
             known = self._fetch(schema_id)
             with self._lock:
                 self._writers[schema_id] = known
+                if isinstance(known, UndecodableMessage):
+                    self._refused_at[schema_id] = time.monotonic()
         if isinstance(known, UndecodableMessage):
             raise known
         return known

@@ -12,6 +12,7 @@ Production uses a registry of its own (Confluent's, Apicurio's image, Redpanda's
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -134,9 +135,11 @@ def start_local_registry(
     cache_root: str | Path,
     port: int | None = None,
     timeout_seconds: float = 90.0,
+    persistent: bool = False,
 ) -> LocalRegistry:
     """Start the registry on 127.0.0.1:``port`` (a free port when None), its log in
-    ``work_dir``; returns once its Confluent API answers."""
+    ``work_dir``; returns once its Confluent API answers. ``persistent`` keeps the schemas in
+    an H2 file database in ``work_dir`` (they survive a restart) instead of in memory."""
     launcher = built_registry(cache_root)
     if launcher is None:
         raise JavaServerError(
@@ -148,6 +151,9 @@ def start_local_registry(
     if accepts(port):
         raise JavaServerError(f"port {port} on {HOST} is already in use: cannot start the registry")
     url = f"http://{HOST}:{port}{CONFLUENT_API}"
+    env = dict(os.environ)
+    if persistent:
+        env["REGISTRY_DATASOURCE_URL"] = f"jdbc:h2:file:{work / 'registry-db'}"
     server = start_java_server(
         "the schema registry",
         [
@@ -161,5 +167,6 @@ def start_local_registry(
         work / "schema-registry.log",
         ready=lambda: _answers(url),
         timeout_seconds=timeout_seconds,
+        env=env,
     )
     return LocalRegistry(url, server)
