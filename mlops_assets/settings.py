@@ -302,10 +302,10 @@ class Settings(BaseSettings):
         0, ge=0, description="Port of the consumer's or scorer's /metrics (0: none)."
     )
     stream_align_max_wait_ms: float = Field(
-        500.0,
+        5000.0,
         ge=0,
-        description="Longest the scorer holds a message while waiting for the other partitions "
-        "to reach its event time.",
+        description="How long a partition may deliver nothing, while not read to its end, "
+        "before the scorer stops waiting for it (a partition without a leader).",
     )
 
     @field_validator("environment")

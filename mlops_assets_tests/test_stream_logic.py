@@ -60,23 +60,36 @@ def test_the_aligner_releases_in_event_time_once_every_partition_has_passed() ->
     aligner = EventTimeAligner(max_wait_seconds=0.5)
     for partition in (0, 1, 2):
         aligner.assign(partition, 0)
-    aligner.hold(0, 0, 100, "p0@100", now=0.0)
-    aligner.hold(0, 1, 105, "p0@105", now=0.0)
-    aligner.hold(1, 0, 102, "p1@102", now=0.0)
+    aligner.hold(0, 0, 100, "p0@100")
+    aligner.hold(0, 1, 105, "p0@105")
+    aligner.hold(1, 0, 102, "p1@102")
     # partition 2 has shown nothing and is not at its end: nothing can be decided yet
-    assert aligner.release(at_end=set(), now=0.1) == []
+    assert aligner.release(at_end=set()) == []
     aligner.seen(2, 0, 103)  # partition 2 passes second 103 (e.g. a rejected message)
-    assert aligner.release(at_end=set(), now=0.1) == ["p0@100", "p1@102"]
+    assert aligner.release(at_end=set()) == ["p0@100", "p1@102"]
     assert aligner.committable() == {0: 1, 1: 1, 2: 1}  # p0@105 is still held
     # partition 1 read to its end: it does not hold p0@105 back
-    assert aligner.release(at_end={1, 2}, now=0.2) == ["p0@105"]
+    assert aligner.release(at_end={1, 2}) == ["p0@105"]
     assert aligner.committable() == {0: 2, 1: 1, 2: 1}
-    # a stalled partition is waited for at most max_wait_seconds
-    aligner.hold(0, 2, 200, "p0@200", now=1.0)
-    assert aligner.release(at_end=set(), now=1.2) == []
-    assert aligner.release(at_end=set(), now=1.6) == ["p0@200"] and aligner.forced == 1
-    aligner.hold(1, 1, 300, "p1@300", now=2.0)
+    aligner.hold(1, 1, 300, "p1@300")
     assert aligner.revoke(1) == ["p1@300"] and aligner.held == 0
+
+
+def test_a_stalled_partition_is_waited_for_only_while_it_is_polled() -> None:
+    aligner = EventTimeAligner(max_wait_seconds=0.5)
+    for partition in (0, 1):
+        aligner.assign(partition, 0)
+    aligner.hold(0, 0, 200, "p0@200")
+    # however long scoring takes between polls, only polling without partition 1's messages
+    # counts: a busy scorer reading a backlog never skips the wait
+    for _ in range(4):
+        aligner.polled(delivered={0}, at_end=set(), seconds=0.1)
+        assert aligner.release(at_end=set()) == []
+    aligner.polled(delivered={1}, at_end=set(), seconds=0.1)  # it delivers: the wait restarts
+    aligner.polled(delivered={0}, at_end=set(), seconds=0.4)
+    assert aligner.release(at_end=set()) == [] and aligner.forced == 0
+    aligner.polled(delivered={0}, at_end=set(), seconds=0.2)  # 0.6 s of polling: stalled
+    assert aligner.release(at_end=set()) == ["p0@200"] and aligner.forced == 1
 
 
 def _input(frame: pl.DataFrame) -> pa.Table:

@@ -8,7 +8,8 @@ at the same second or later, or has nothing more to deliver right now (it is rea
 Within a partition, messages are in time order (producers send in order; the key keeps an
 origin account on one partition). In real time every partition is at its end almost always
 and nothing waits; when a backlog is read, partitions are merged by time. A partition that
-holds back for longer than ``max_wait_seconds`` (a stalled leader) is not waited for.
+delivers nothing for ``max_wait_seconds`` of polling while not at its end (a stalled leader)
+is not waited for; time spent scoring does not count, so a busy scorer never skips the wait.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ class _Held:
     seconds: int
     partition: int
     offset: int
-    arrived: float = field(compare=False)
     item: Any = field(compare=False)
 
 
 class EventTimeAligner:
     """Holds transactions until every partition has passed their event second."""
 
-    def __init__(self, max_wait_seconds: float = 0.5) -> None:
+    def __init__(self, max_wait_seconds: float = 5.0) -> None:
         self.max_wait_seconds = max_wait_seconds
         self._held: list[_Held] = []
         self._newest: dict[int, int] = {}  # partition -> newest event second seen
         self._next: dict[int, int] = {}  # partition -> next offset after the last seen
+        self._starved: dict[int, float] = {}  # partition -> polling time without a message
         self.forced = 0  # released by the time limit, not by the partitions
 
     @property
@@ -54,6 +55,7 @@ class EventTimeAligner:
         """Forget a partition; the items it still held (their owner will score them)."""
         self._next.pop(partition, None)
         self._newest.pop(partition, None)
+        self._starved.pop(partition, None)
         dropped = [h.item for h in self._held if h.partition == partition]
         self._held = [h for h in self._held if h.partition != partition]
         heapq.heapify(self._held)
@@ -65,28 +67,52 @@ class EventTimeAligner:
         if seconds is not None and seconds > self._newest.get(partition, -(2**62)):
             self._newest[partition] = seconds
 
-    def hold(self, partition: int, offset: int, seconds: int, item: Any, now: float) -> None:
+    def hold(self, partition: int, offset: int, seconds: int, item: Any) -> None:
         self.seen(partition, offset, seconds)
-        heapq.heappush(self._held, _Held(seconds, partition, offset, now, item))
+        heapq.heappush(self._held, _Held(seconds, partition, offset, item))
 
-    def release(self, at_end: Collection[int], now: float) -> list[Any]:
+    def polled(self, delivered: Collection[int], at_end: Collection[int], seconds: float) -> None:
+        """One poll of ``seconds`` returned messages of ``delivered``: the others starved (it
+        counts only while something waits for them)."""
+        for partition in self._next:
+            if not self._held or partition in delivered or partition in at_end:
+                self._starved[partition] = 0.0
+            else:
+                self._starved[partition] = self._starved.get(partition, 0.0) + seconds
+
+    def release(self, at_end: Collection[int]) -> list[Any]:
         """The held items that may be scored now, in event-time order (``at_end``: the
         partitions read to their end)."""
         released = []
         while self._held:
             head = self._held[0]
-            ready = all(
-                partition == head.partition
-                or partition in at_end
-                or self._newest.get(partition, -(2**62)) >= head.seconds
+            blocking = [
+                partition
                 for partition in self._next
-            )
-            if not ready:
-                if now - head.arrived < self.max_wait_seconds:
+                if partition != head.partition
+                and partition not in at_end
+                and self._newest.get(partition, -(2**62)) < head.seconds
+            ]
+            if blocking:
+                if any(self._starved.get(p, 0.0) < self.max_wait_seconds for p in blocking):
                     break
                 self.forced += 1
             released.append(heapq.heappop(self._held).item)
         return released
+
+    def release_all(self) -> list[Any]:
+        """Everything held, in event-time order (a stop or a revocation)."""
+        released = [heapq.heappop(self._held).item for _ in range(len(self._held))]
+        return released
+
+    def oldest_held_seconds(self) -> int | None:
+        return self._held[0].seconds if self._held else None
+
+    def held_by_partition(self) -> dict[int, int]:
+        counts = dict.fromkeys(self._next, 0)
+        for held in self._held:
+            counts[held.partition] = counts.get(held.partition, 0) + 1
+        return counts
 
     def next_offsets(self) -> dict[int, int]:
         """Per partition, the offset after the last message seen."""

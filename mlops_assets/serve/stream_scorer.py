@@ -19,6 +19,7 @@ never lose one, and a repeated decision is identical (same model version and his
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -103,9 +104,10 @@ class StreamScorer:
         history: RollingHistory | None = None,
         prediction_log: PredictionLog | None = None,
         metrics: ScorerMetrics | None = None,
-        max_wait_seconds: float = 0.5,
+        max_wait_seconds: float = 5.0,
         commit_seconds: float = 1.0,
         max_pass_rows: int = 5_000,
+        max_held_per_partition: int = 20_000,
     ) -> None:
         self.consumer_factory = consumer_factory
         self.codec = codec
@@ -121,6 +123,8 @@ class StreamScorer:
         self.aligner = EventTimeAligner(max_wait_seconds)
         self.commit_seconds = commit_seconds
         self.max_pass_rows = max_pass_rows
+        self.max_held_per_partition = max_held_per_partition
+        self._paused: set[int] = set()
         self.decided = 0
         self.rejected = 0
         self.replayed = 0
@@ -142,6 +146,9 @@ class StreamScorer:
             if self.holder.current is None:
                 log.error("no model to score with yet (%s); trying again in 5 s", outcome.error)
                 self._stop.wait(5.0)
+        # what is loaded now lives as long as the scorer: out of the garbage collector's
+        # sight, a full collection no longer walks the libraries, model and history
+        gc.freeze()
         consumer = self.consumer_factory()
         consumer.subscribe(
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._lost
@@ -150,14 +157,18 @@ class StreamScorer:
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
+                polled = time.perf_counter()
                 messages = consumer.consume(
                     num_messages=1_000, timeout=0.02 if self.aligner.held else 0.2
                 )
+                polled = time.perf_counter() - polled
                 if messages:
                     idle_since = time.monotonic()
                 self._read(messages)
                 at_end = self._at_end(consumer)
-                released = self.aligner.release(at_end, time.perf_counter())
+                self.aligner.polled({m.partition() for m in messages}, at_end, polled)
+                released = self.aligner.release(at_end)
+                self._backpressure(consumer)
                 for start in range(0, len(released), self.max_pass_rows):
                     self._score(released[start : start + self.max_pass_rows])
                 self.producer.poll(0)
@@ -174,7 +185,7 @@ class StreamScorer:
                     and len(at_end) == len(consumer.assignment())
                 ):
                     break
-            self._score(self.aligner.release(set(self.aligner.partitions), float("inf")))
+            self._score(self.aligner.release_all())
             self._commit(consumer)
         finally:
             consumer.close()
@@ -211,9 +222,27 @@ class StreamScorer:
                 self.aligner.seen(message.partition, message.offset, pending.seconds)
                 replayed.append(pending)
             else:
-                self.aligner.hold(message.partition, message.offset, pending.seconds, pending, now)
+                self.aligner.hold(message.partition, message.offset, pending.seconds, pending)
         if replayed:
             self.replayed += self.history.append(input_table(replayed))
+
+    def _backpressure(self, consumer: Any) -> None:
+        """Pause a partition that holds ``max_held_per_partition`` transactions waiting for the
+        others (a backlog read one partition after another), resume it from where it was once
+        half of them are decided: memory stays bounded and the others get fetched."""
+        from confluent_kafka import TopicPartition
+
+        for partition, held in self.aligner.held_by_partition().items():
+            if partition not in self._paused and held >= self.max_held_per_partition:
+                consumer.pause([TopicPartition(self.topic, partition)])
+                self._paused.add(partition)
+            elif partition in self._paused and held <= self.max_held_per_partition // 2:
+                tp = TopicPartition(self.topic, partition)
+                consumer.resume([tp])
+                consumer.seek(
+                    TopicPartition(self.topic, partition, self.aligner.next_offsets()[partition])
+                )
+                self._paused.discard(partition)
 
     def _at_end(self, consumer: Any) -> set[int]:
         """The partitions read up to their end (as of the last fetch)."""
@@ -267,7 +296,7 @@ class StreamScorer:
                     )
                 ]
             )
-        self._prune()
+        self._prune(min(p.seconds for p in pending))
 
     def _reject(self, message: StreamMessage, pending: Pending | None, reason: str) -> None:
         self._send(message, pending, REJECTED, None, None, reason, datetime.now(UTC))
@@ -322,11 +351,15 @@ class StreamScorer:
         if error is not None:
             self._failures.append(str(error))
 
-    def _prune(self) -> None:
-        newest = self.history.newest_seconds
-        if newest is not None and newest - self._pruned_at >= REPLAY_MARGIN_SECONDS:
-            self.history.prune(newest - LOOKBACK_SECONDS - REPLAY_MARGIN_SECONDS)
-            self._pruned_at = newest
+    def _prune(self, scored_from: int) -> None:
+        """Drop the history no window of what is still to score reaches: older than a day
+        (and the late-message margin) before the earliest transaction of the pass just scored
+        or still held; never by the history's newest row, which a snapshot or a replay can put
+        far ahead of the scoring."""
+        watermark = min(scored_from, self.aligner.oldest_held_seconds() or scored_from)
+        if watermark - self._pruned_at >= REPLAY_MARGIN_SECONDS:
+            self.history.prune(watermark - LOOKBACK_SECONDS - REPLAY_MARGIN_SECONDS)
+            self._pruned_at = watermark
 
     # --- offsets --------------------------------------------------------------------------
     def _commit(self, consumer: Any) -> None:
@@ -388,7 +421,7 @@ class StreamScorer:
         )
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        self._score(self.aligner.release(set(self.aligner.partitions), float("inf")))
+        self._score(self.aligner.release_all())
         self._commit(consumer)
         for tp in partitions:
             self.aligner.revoke(tp.partition)
