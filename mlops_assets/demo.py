@@ -116,8 +116,10 @@ def run_demo(
     prepare_dagster_home(settings)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    for noisy in ("mlflow", "alembic", "evidently"):
+    for noisy in ("mlflow", "alembic", "evidently", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # librdkafka's own notes (a broker still starting up) are not the demo's progress
+    logging.getLogger("mlops_assets.kafka").setLevel(logging.ERROR)
     # a uv-made virtualenv has no pip; MLflow warns about it on every logged model
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,18 @@ def test_demo_builds_everything_and_says_where_to_look(tmp_path: Path) -> None:
     assert "labels of 2026-01-04 arrive" in output
     assert "retraining sensor: champion v" in output and "no persistent drift" in output
     assert "mlops-assets ui" in output and "mlops-assets mlflow-ui" in output
+    # the last day arrived on a local Kafka broker: ingested exactly once, decided by the
+    # streaming scorer as batch scored it, then through the pipeline like the file days
+    assert "[6/6] 2026-01-06 arrives on Kafka instead of as a file" in output
+    assert "stream sensor: requests raw_transactions for 2026-01-06" in output
+    gap = re.search(
+        r"stream vs batch: ([\d,]+) transactions, largest score difference (\S+)", output
+    )
+    assert gap is not None, output
+    assert int(gap.group(1).replace(",", "")) > 2_000 and float(gap.group(2)) < 1e-6
+    assert "Streamed day:     2026-01-06" in output
+    assert "WARNING:mlops_assets.kafka" not in output + result.stderr  # a clean console
+    assert not (tmp_path / "home" / "landing" / "transactions_2026-01-06.csv").exists()
     report = tmp_path / "home" / "lake" / "reports" / "drift_report" / "2026-01-06.html"
     assert f"file://{report}" in output
     assert report.is_file()

@@ -189,6 +189,7 @@ class StreamScorer:
             self._commit(consumer)
         finally:
             consumer.close()
+            gc.unfreeze()  # a scorer run inside another process (the demo, tests) hands back
 
     def _read(self, messages: list[Any]) -> None:
         replayed: list[Pending] = []
