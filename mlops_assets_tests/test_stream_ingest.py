@@ -32,6 +32,7 @@ from mlops_assets.settings import Settings
 from mlops_assets.stream.bronze_rows import read_messages
 from mlops_assets.stream.bronze_writer import BronzeWriter, OffsetsMoved
 from mlops_assets.stream.codec import IncompatibleSchema, subject_for
+from mlops_assets.stream.committer import DeltaCommitter, Handed
 from mlops_assets.stream.dead_letters import (
     CONTRACT,
     OUT_OF_RANGE,
@@ -470,3 +471,40 @@ def test_a_registry_outage_stalls_the_ingestion_and_loses_nothing(
     assert ingest.stats.messages == report.sent and not ingest.stats.dead_letters
     assert_each_message_once(lake, end_offsets(stream))
     assert stream.read_all(stream.kafka.dead_letter_topic, timeout=2) == []
+
+
+def test_the_committer_drops_what_was_read_before_the_offsets_moved(
+    stream: StreamWorld, tmp_path: Path
+) -> None:
+    produce_day(stream, tmp_path / "landing", DAY, rows=400)
+    codec = transaction_codec(stream.registry)
+    messages = sorted(
+        (StreamMessage.from_kafka(m) for m in stream.read_all(stream.kafka.transactions_topic)),
+        key=lambda m: (m.partition, m.offset),
+    )
+    first_partition = [m for m in messages if m.partition == messages[0].partition]
+    half = len(first_partition) // 2
+    early = read_messages(first_partition[:half], codec, datetime.now(UTC), EPOCH)
+    late = read_messages(first_partition[half:], codec, datetime.now(UTC), EPOCH)
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    BronzeWriter(lake).write(early)  # another writer got there first
+    committer = DeltaCommitter(BronzeWriter(lake))
+    try:
+        assert committer.offer(Handed(early, time.perf_counter(), 0), timeout=5)
+        assert committer.drain(30)
+        assert committer.offer(Handed(late, time.perf_counter(), 0), timeout=5)
+        assert committer.drain(30)
+        refused, dropped = committer.results()
+        assert refused.version is None and "already in" in (refused.refused or "")
+        # read in the same generation, behind the refused batch: not written (no gap)
+        assert dropped.version is None and dropped.refused == "read before the offsets moved"
+        assert bronze(lake).height == half
+        # read again after resuming from the table's offsets (a new generation): written
+        assert committer.offer(Handed(late, time.perf_counter(), 1), timeout=5)
+        assert committer.drain(30)
+        (written,) = committer.results()
+        assert written.version is not None
+    finally:
+        committer.stop()
+    rows = bronze(lake)
+    assert rows.height == len(first_partition) and rows["_source_offset"].n_unique() == rows.height

@@ -47,10 +47,10 @@ class BronzeWriter:
         self.appender = lake.appender(table, compact_every)
 
     def committed(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
-        """The next offset to read of each partition, as the table records it (None: never
-        written)."""
+        """The next offset to read of each partition, as the table records it now (None:
+        never written). Reads a fresh snapshot: safe beside a write under way."""
         ids = {p: app_id(topic, p) for p in partitions}
-        versions = self.appender.transaction_versions(list(ids.values()))
+        versions = self.lake.transaction_versions(self.table, list(ids.values()))
         return {p: versions[ids[p]] for p in partitions}
 
     def write(self, batch: MessageBatch) -> int:

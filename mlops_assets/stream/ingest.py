@@ -3,8 +3,9 @@
 
 The loop: collect messages until ``batch_rows`` arrived or ``batch_seconds`` passed since the
 first, read them into bronze rows (``bronze_rows.py``), send the batch's dead letters and wait
-for the brokers to have them, then commit rows and next offsets in one Delta commit
-(``bronze_writer.py``); Kafka's own group offsets are committed afterwards, for lag tools only.
+for the brokers to have them, then hand the batch to the Delta committer (``committer.py``),
+which commits rows and next offsets in one Delta commit (``bronze_writer.py``) while the next
+batch is read; Kafka's own group offsets are committed afterwards, for lag tools only.
 On (re)assignment each partition resumes at the offset the table records, so a crash at any
 point loses nothing and writes nothing twice, and a redelivered message is skipped.
 
@@ -22,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from mlops_assets.stream.bronze_rows import MessageBatch, read_messages
+from mlops_assets.stream.bronze_rows import read_messages
 from mlops_assets.stream.bronze_writer import BronzeWriter, OffsetsMoved
 from mlops_assets.stream.codec import AvroCodec
+from mlops_assets.stream.committer import Committed, DeltaCommitter, Handed
 from mlops_assets.stream.dead_letters import DeadLetterProducer
-from mlops_assets.stream.messages import StreamMessage
 from mlops_assets.stream.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,11 @@ class BronzeIngestion:
         self.metrics = metrics
         self.max_backoff_seconds = max_backoff_seconds
         self.stats = IngestStats()
-        self._pending: list[StreamMessage] = []
+        self._pending: list[Any] = []  # confluent-kafka messages, read as they are
         self._next: dict[int, int] = {}  # partition -> next offset the table expects
         self._consumer: Any = None
+        self._committer: DeltaCommitter | None = None
+        self._generation = 0  # a new one after every resume from the table's offsets
         self._stop = threading.Event()
 
     # --- life cycle -----------------------------------------------------------------------
@@ -84,9 +87,14 @@ class BronzeIngestion:
 
     def run(self, stop_when_caught_up: bool = False, idle_seconds: float = 2.0) -> IngestStats:
         """Consume until ``stop()`` (or, with ``stop_when_caught_up``, until every assigned
-        partition is read to its end and nothing arrived for ``idle_seconds``)."""
+        partition is read to its end, committed, and nothing arrived for ``idle_seconds``)."""
         consumer = self.consumer_factory()
         self._consumer = consumer
+        self._committer = DeltaCommitter(
+            self.writer,
+            self.max_backoff_seconds,
+            on_failure=lambda: self.metrics.failures.labels("the").inc() if self.metrics else None,
+        )
         consumer.subscribe(
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._lost
         )
@@ -95,17 +103,25 @@ class BronzeIngestion:
             while not self._stop.is_set():
                 messages = self._collect(consumer)
                 if messages:
-                    self._write(consumer, messages)
+                    self._hand_over(consumer, messages)
                     idle_since = time.monotonic()
-                elif (
-                    stop_when_caught_up
+                self._apply(consumer)
+                if (
+                    not messages
+                    and stop_when_caught_up
                     and time.monotonic() - idle_since >= idle_seconds
+                    and not self._committer.busy
                     and self.caught_up(consumer)
                 ):
                     break
             if self._pending:
-                self._write(consumer, self._take_pending())
+                self._hand_over(consumer, self._take_pending())
+            self._committer.drain(60.0)
+            self._apply(consumer)
         finally:
+            self._committer.stop()
+            self._apply(consumer)
+            self._committer = None
             self._consumer = None
             consumer.close()
         return self.stats
@@ -140,15 +156,18 @@ class BronzeIngestion:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         if self._pending:  # write what was read of them before another consumer takes over
-            self._write(consumer, self._take_pending())
+            self._hand_over(consumer, self._take_pending())
+        if self._committer is not None:
+            self._committer.drain(60.0)
+            self._apply(consumer)
         for tp in partitions:
             self._next.pop(tp.partition, None)
         log.info("revoked %s partition(s) %s", self.topic, [tp.partition for tp in partitions])
 
     def _lost(self, _consumer: Any, partitions: list[Any]) -> None:
         lost = {tp.partition for tp in partitions}
-        dropped = [m for m in self._pending if m.partition in lost]
-        self._pending = [m for m in self._pending if m.partition not in lost]
+        dropped = [m for m in self._pending if m.partition() in lost]
+        self._pending = [m for m in self._pending if m.partition() not in lost]
         for partition in lost:
             self._next.pop(partition, None)
         log.warning(
@@ -159,11 +178,11 @@ class BronzeIngestion:
         )
 
     # --- the loop -------------------------------------------------------------------------
-    def _take_pending(self) -> list[StreamMessage]:
+    def _take_pending(self) -> list[Any]:
         pending, self._pending = self._pending, []
         return pending
 
-    def _collect(self, consumer: Any) -> list[StreamMessage]:
+    def _collect(self, consumer: Any) -> list[Any]:
         """Messages for one batch (``[]`` after a quiet poll)."""
         deadline: float | None = None
         while len(self._pending) < self.batch_rows and not self._stop.is_set():
@@ -171,27 +190,31 @@ class BronzeIngestion:
             if timeout <= 0:
                 break
             wanted = min(10_000, self.batch_rows - len(self._pending))
-            for message in consumer.consume(num_messages=wanted, timeout=timeout):
-                if message.error() is not None:
-                    self._kafka_error(message.error())
-                    continue
-                offset = message.offset()
-                if offset < self._next.get(message.partition(), 0):
-                    self.stats.redelivered += 1  # already in the table: adds nothing
-                    continue
-                self._pending.append(StreamMessage.from_kafka(message))
+            self._take(consumer.consume(num_messages=wanted, timeout=timeout))
             if not self._pending:
                 return []
             if deadline is None:
                 deadline = time.monotonic() + self.batch_seconds
         return self._take_pending()
 
+    def _take(self, messages: list[Any]) -> None:
+        """Keep consumed messages for the next batch (errors logged, redeliveries skipped)."""
+        for message in messages:
+            if message.error() is not None:
+                self._kafka_error(message.error())
+                continue
+            if message.offset() < self._next.get(message.partition(), 0):
+                self.stats.redelivered += 1  # already in the table, or handed over: nothing
+                continue
+            self._pending.append(message)
+
     def _kafka_error(self, error: Any) -> None:
         if error.fatal():
             raise RuntimeError(f"fatal Kafka consumer error: {error}")
         log.warning("Kafka consumer: %s", error)
 
-    def _write(self, consumer: Any, messages: list[StreamMessage]) -> None:
+    def _hand_over(self, consumer: Any, messages: list[Any]) -> None:
+        """Read a batch, send its dead letters, and hand it to the committer."""
         started = time.perf_counter()
         batch = self._retry(
             consumer,
@@ -208,22 +231,53 @@ class BronzeIngestion:
             )
             if sent is None:
                 return
+        for (_topic, partition), (_first, last, _count) in batch.offsets.items():
+            self._next[partition] = last + 1  # handed over: a redelivery is skipped
+        handed = Handed(batch, started, self._generation)
+        assert self._committer is not None
+        paused: list[Any] = []
         try:
-            version = self._retry(consumer, lambda: self.writer.write(batch), "the bronze write")
-        except OffsetsMoved as moved:
-            log.warning("%s; re-reading from the committed offsets", moved)
-            self._reseek(consumer)
-            return
-        if version is None:
-            return
-        self._committed(consumer, batch, version, time.perf_counter() - started)
+            while not self._committer.offer(handed, timeout=0.05):
+                # the committer has a batch waiting already: read the next one meanwhile, and
+                # once it is full, fetch nothing more but keep the group membership
+                self._apply(consumer)
+                if handed.generation != self._generation:
+                    return  # the offsets moved meanwhile: this batch is read again
+                room = self.batch_rows - len(self._pending)
+                if room > 0 and not paused:
+                    self._take(consumer.consume(num_messages=min(room, 1_000), timeout=0.05))
+                else:
+                    if not paused:
+                        paused = consumer.assignment()
+                        consumer.pause(paused)
+                    message = consumer.poll(0.05)
+                    if message is not None:
+                        self._take([message])
+        finally:
+            if paused:  # librdkafka fetches again from the last message delivered
+                consumer.resume(paused)
 
-    def _committed(self, consumer: Any, batch: MessageBatch, version: int, seconds: float) -> None:
+    def _apply(self, consumer: Any) -> None:
+        """Take the committer's results: count, log and commit Kafka offsets of what is in
+        the table; resume from the table's offsets after a refused batch."""
+        if self._committer is None:
+            return
+        for result in self._committer.results():
+            if result.version is not None:
+                self._committed(consumer, result)
+            elif result.handed.generation == self._generation:
+                log.warning("%s; re-reading from the committed offsets", result.refused)
+                self._generation += 1
+                self._pending = []
+                self._reseek(consumer, drain=False)
+
+    def _committed(self, consumer: Any, result: Committed) -> None:
         from confluent_kafka import TopicPartition
 
+        batch, version = result.batch, result.version
+        assert version is not None
         offsets = []
         for (topic, partition), (_first, last, _count) in batch.offsets.items():
-            self._next[partition] = last + 1
             self.stats.next_offsets[partition] = last + 1
             offsets.append(TopicPartition(topic, partition, last + 1))
         try:  # for lag tools only: the table holds the offsets that count
@@ -236,7 +290,7 @@ class BronzeIngestion:
         for kind, count in batch.dead_letters_by_kind.items():
             self.stats.dead_letters[kind] = self.stats.dead_letters.get(kind, 0) + count
         if self.metrics is not None:
-            self.metrics.written(batch, version, seconds)
+            self.metrics.written(batch, version, result.seconds)
         ranges = ", ".join(
             f"{p}:{first}-{last}" for (_t, p), (first, last, _c) in sorted(batch.offsets.items())
         )
@@ -248,13 +302,18 @@ class BronzeIngestion:
             self.topic,
             ranges,
             len(batch.dead_letters),
-            seconds * 1000.0,
+            result.seconds * 1000.0,
             batch.rows_by_day,
         )
 
-    def _reseek(self, consumer: Any) -> None:
+    def _reseek(self, consumer: Any, drain: bool = True) -> None:
+        """Resume every assigned partition from the offset the table records (after what was
+        handed over is committed, unless ``drain`` is False)."""
         from confluent_kafka import TopicPartition
 
+        if drain and self._committer is not None:
+            self._committer.drain(60.0)
+            self._apply(consumer)
         assignment = consumer.assignment()
         committed = self.writer.committed(self.topic, [tp.partition for tp in assignment])
         for tp in assignment:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
+
 from mlops_assets.paysim import PAYSIM_COLUMNS
 from mlops_assets.validate.contract import TransactionContract
 
@@ -95,3 +97,44 @@ def first_violation(record: Mapping[str, Any]) -> ContractViolation | None:
     except ContractViolation as violation:
         return violation
     return None
+
+
+def _failing(check: Any, column: pl.Expr) -> pl.Expr:
+    """Where a value breaks one column check of the contract (polars, a whole column)."""
+    stats = check.statistics
+    if check.name == "greater_than":
+        return ~(column > stats["min_value"])
+    if check.name == "greater_than_or_equal_to":
+        return ~(column >= stats["min_value"])
+    if check.name == "isin":
+        return ~column.is_in(list(stats["allowed_values"]))
+    if check.name == "str_matches":  # re.match: anchored at the start
+        return ~column.str.contains(f"^(?:{stats['pattern']})")
+    raise NotImplementedError(f"contract check {check.name} has no column form")
+
+
+def first_violations(frame: pl.DataFrame) -> pl.Series:
+    """For each typed record of ``frame`` (the PaySim fields, ``transaction_id``), the first
+    one-row rule it breaks, as ``first_violation`` words it; null where it keeps them all.
+    The same rules in the same order, over whole columns."""
+    columns = TransactionContract.to_schema().columns
+    reasons: list[pl.Expr] = []
+    if "transaction_id" in frame.columns:
+        length = pl.col("transaction_id").str.len_chars()
+        reasons += [
+            pl.when(pl.col("transaction_id").is_not_null() & (length == 0)).then(
+                pl.lit("transaction_id: a non-empty string")
+            ),
+            pl.when(length > MAX_TRANSACTION_ID_LENGTH).then(
+                pl.lit(f"transaction_id: at most {MAX_TRANSACTION_ID_LENGTH} characters")
+            ),
+        ]
+    for name in PAYSIM_COLUMNS:
+        if name not in frame.columns:
+            reasons.append(pl.lit(f"{name}: required, not null"))
+            continue
+        column = pl.col(name)
+        reasons.append(pl.when(column.is_null()).then(pl.lit(f"{name}: required, not null")))
+        for check in columns[name].checks:
+            reasons.append(pl.when(_failing(check, column)).then(pl.lit(f"{name}: {check.error}")))
+    return frame.select(pl.coalesce(reasons).alias("violation")).to_series()
