@@ -301,6 +301,12 @@ class Settings(BaseSettings):
     stream_metrics_port: int = Field(
         0, ge=0, description="Port of the consumer's or scorer's /metrics (0: none)."
     )
+    stream_log_flush_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait before the streaming scorer's prediction log writes (small "
+        "writes keep building a write from stalling decisions).",
+    )
     stream_align_max_wait_ms: float = Field(
         5000.0,
         ge=0,

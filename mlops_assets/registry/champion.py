@@ -64,10 +64,16 @@ def resolve_alias(mlflow_tracking: MlflowTracking, name: str, alias: str) -> Ali
     return found
 
 
-def load_scorer(model: AliasedModel) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A function from a feature frame to fraud probabilities, for that version's family."""
+def load_scorer(
+    model: AliasedModel, threads: int | None = None
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A function from a feature frame to fraud probabilities, for that version's family;
+    ``threads`` limits an XGBoost model's prediction threads (1 for a few rows at a time: no
+    OpenMP hand-offs between cores another process may hold)."""
     from mlops_assets.train.families import family
 
     model_family = family(model.family)
     loaded = model_family.load(model.uri)
+    if threads is not None and hasattr(loaded, "get_booster"):
+        loaded.get_booster().set_param({"nthread": threads})
     return lambda frame: model_family.scores(loaded, frame)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from mlops_assets.features.definition import LOOKBACK_SECONDS
@@ -158,9 +159,7 @@ class StreamScorer:
         try:
             while not self._stop.is_set():
                 polled = time.perf_counter()
-                messages = consumer.consume(
-                    num_messages=1_000, timeout=0.02 if self.aligner.held else 0.2
-                )
+                messages = self._poll(consumer, 0.02 if self.aligner.held else 0.2)
                 polled = time.perf_counter() - polled
                 if messages:
                     idle_since = time.monotonic()
@@ -186,10 +185,21 @@ class StreamScorer:
                 ):
                     break
             self._score(self.aligner.release_all())
-            self._commit(consumer)
+            self._commit(consumer, wait=True)
+            log.info("scored %d transaction(s): %s", self.decided, self.metrics.summary())
         finally:
             consumer.close()
             gc.unfreeze()  # a scorer run inside another process (the demo, tests) hands back
+
+    @staticmethod
+    def _poll(consumer: Any, timeout: float) -> list[Any]:
+        """The first message as soon as there is one (waiting up to ``timeout``), then every
+        message already fetched: no wait at a low rate, whole passes under a backlog
+        (``consume`` alone waits for a full batch or its timeout)."""
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *consumer.consume(num_messages=1_000, timeout=0)]
 
     def _read(self, messages: list[Any]) -> None:
         replayed: list[Pending] = []
@@ -264,6 +274,7 @@ class StreamScorer:
             return
         model = self.holder.current
         assert model is not None
+        began = time.perf_counter()
         table = input_table(pending)
         features_table = compute_features_online(table, self.history)
         features = features_table.to_pandas()
@@ -277,6 +288,7 @@ class StreamScorer:
             )
         self.decided += len(pending)
         self.metrics.scored(pending, decisions, model, finished)
+        self.metrics.pass_seconds.observe(time.perf_counter() - began)
         self.metrics.history_rows.set(self.history.rows)
         if self.prediction_log is not None:
             self.prediction_log.add(
@@ -358,13 +370,27 @@ class StreamScorer:
         or still held; never by the history's newest row, which a snapshot or a replay can put
         far ahead of the scoring."""
         watermark = min(scored_from, self.aligner.oldest_held_seconds() or scored_from)
-        if watermark - self._pruned_at >= REPLAY_MARGIN_SECONDS:
-            self.history.prune(watermark - LOOKBACK_SECONDS - REPLAY_MARGIN_SECONDS)
-            self._pruned_at = watermark
+        if watermark - self._pruned_at < REPLAY_MARGIN_SECONDS:
+            return
+        self._pruned_at = watermark
+        cutoff = watermark - LOOKBACK_SECONDS - REPLAY_MARGIN_SECONDS
+        # rebuilding the index costs a pause: only once most of it is out of every window
+        # (about once a day of event time in steady state)
+        if np.count_nonzero(self.history.seconds < cutoff) * 2 > self.history.rows:
+            started = time.perf_counter()
+            dropped = self.history.prune(cutoff)
+            log.info(
+                "history: dropped %d row(s) older than a day before the scoring, %d kept, "
+                "in %.0f ms",
+                dropped,
+                self.history.rows,
+                (time.perf_counter() - started) * 1000.0,
+            )
 
     # --- offsets --------------------------------------------------------------------------
-    def _commit(self, consumer: Any) -> None:
-        """Commit the offsets of every decision the brokers have (never one they do not)."""
+    def _commit(self, consumer: Any, wait: bool = False) -> None:
+        """Commit the offsets of every decision the brokers have (never one they do not);
+        ``wait`` for the commit itself (before partitions are handed over, at the end)."""
         from confluent_kafka import TopicPartition
 
         remaining = self.producer.flush(30)
@@ -386,8 +412,8 @@ class StreamScorer:
             if max(offset, self._resume_at.get(partition, 0)) > 0
         ]
         if offsets:
-            try:
-                consumer.commit(offsets=offsets, asynchronous=False)
+            try:  # asynchronous while running: a failed commit is covered by the next one
+                consumer.commit(offsets=offsets, asynchronous=not wait)
             except Exception as error:  # a rebalance under way: the next round commits
                 log.warning("committing the scorer's offsets failed: %s", error)
 
@@ -423,7 +449,7 @@ class StreamScorer:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._score(self.aligner.release_all())
-        self._commit(consumer)
+        self._commit(consumer, wait=True)
         for tp in partitions:
             self.aligner.revoke(tp.partition)
 

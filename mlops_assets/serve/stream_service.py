@@ -16,6 +16,7 @@ def build_scorer(settings: Settings, resources: dict[str, Any] | None = None) ->
     from mlops_assets.environment import build_resources
     from mlops_assets.features.online_engine import prepare
     from mlops_assets.features.rolling_history import RollingHistory
+    from mlops_assets.registry.champion import load_scorer
     from mlops_assets.serve.model_holder import ModelHolder
     from mlops_assets.serve.prediction_log import PredictionLog
     from mlops_assets.serve.stream_scorer import StreamScorer, load_history_table
@@ -33,7 +34,7 @@ def build_scorer(settings: Settings, resources: dict[str, Any] | None = None) ->
         PredictionLog(
             lake.appender(SERVED_PREDICTIONS, settings.serve_log_compact_every),
             flush_rows=settings.serve_log_flush_rows,
-            flush_seconds=settings.serve_log_flush_seconds,
+            flush_seconds=settings.stream_log_flush_seconds,
             max_pending_rows=settings.serve_log_max_pending_rows,
         )
         if settings.serve_log_predictions
@@ -47,9 +48,12 @@ def build_scorer(settings: Settings, resources: dict[str, Any] | None = None) ->
         codec=transaction_codec(registry),
         decisions=decisions.register(subject_for(kafka.decisions_topic)),
         decision_codec=decisions,
-        producer=kafka.producer(**{"linger.ms": 1}),
+        producer=kafka.producer(**{"linger.ms": 0}),
         holder=ModelHolder(
-            resources["mlflow_tracking"].client, settings.model_name, settings.model_alias
+            resources["mlflow_tracking"].client,
+            settings.model_name,
+            settings.model_alias,
+            loader=lambda model: load_scorer(model, threads=1),
         ),
         topic=kafka.transactions_topic,
         decisions_topic=kafka.decisions_topic,

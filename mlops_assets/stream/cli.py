@@ -5,6 +5,7 @@ the streaming scorer."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,9 @@ def _consume(args: argparse.Namespace) -> int:
 
 
 def _score_stream(args: argparse.Namespace) -> int:
+    # a pass scores a few transactions: one thread each for polars avoids hand-offs between
+    # cores (set before polars is imported; an explicit setting wins)
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
     from mlops_assets.serve.stream_service import run_scorer
     from mlops_assets.stream.service import configure_logging
 
