@@ -153,6 +153,14 @@ def latencies(departed: dict[str, float], arrived_file: Path) -> tuple[np.ndarra
     if missing:
         print(f"  {missing} of {len(departed)} answers did not arrive in time")
     pairs = [(arrived[k], t) for k, t in departed.items() if k in arrived]
+    slowest = sorted(pairs, key=lambda pair: pair[1] - pair[0][0])[:15]
+    (arrived_file.parent / f"{arrived_file.stem}-slowest.txt").write_text(
+        "\n".join(
+            f"{time.strftime('%H:%M:%S', time.gmtime(sent))}.{int(sent % 1 * 1000):03d} "
+            f"{(answer[0] - sent) * 1000.0:.1f} ms"
+            for answer, sent in slowest
+        )
+    )
     received = np.asarray([(answer[0] - sent) * 1000.0 for answer, sent in pairs])
     answered = np.asarray([(answer[1] - sent) * 1000.0 for answer, sent in pairs])
     return received, answered
