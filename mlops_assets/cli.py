@@ -201,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from mlops_assets.logs import configure_logging
     from mlops_assets.serve.app import create_app_from_settings
 
     settings = load_settings()
@@ -210,9 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"Serving {settings.model_name}@{settings.model_alias} on http://{host}:{port}", flush=True
     )
     # the service's own log lines (reloads, prediction-log writes) next to uvicorn's
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(logging.INFO, settings.log_format)
     # one worker per process: each holds its own model and history snapshot
     uvicorn.run(
         create_app_from_settings(settings),
@@ -221,6 +220,37 @@ def _serve(args: argparse.Namespace) -> int:
         workers=1,
         access_log=args.access_log,
     )
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from mlops_assets.demo import prepare_dagster_home
+    from mlops_assets.logs import configure_logging
+    from mlops_assets.monitor.exporter import build_collector, serve
+
+    settings = load_settings()
+    configure_logging(logging.INFO, settings.log_format)
+    if "DAGSTER_HOME" not in os.environ:
+        prepare_dagster_home(settings)
+    host = args.host or settings.exporter_host
+    port = args.port or settings.exporter_port
+    collector = build_collector(settings)
+    collector.refresh(force=True)
+    server = serve(collector, host, port)
+    print(
+        f"Exporting the pipeline of DAGSTER_HOME={os.environ['DAGSTER_HOME']} on "
+        f"http://{host}:{port}/metrics",
+        flush=True,
+    )
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
     return 0
 
 
@@ -302,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="log every request (off by default: /metrics counts them)",
     )
     serve.set_defaults(handler=_serve)
+
+    exporter = commands.add_parser(
+        "exporter",
+        help="serve Prometheus metrics of the Dagster instance: runs, freshness, sensors, "
+        "backfills, drift share and PR-AUC per day",
+    )
+    exporter.add_argument("--host", help="default MLOPS_EXPORTER_HOST (127.0.0.1)")
+    exporter.add_argument("--port", type=int, help="default MLOPS_EXPORTER_PORT (9110)")
+    exporter.set_defaults(handler=_exporter)
 
     jars = commands.add_parser(
         "fetch-spark-jars",

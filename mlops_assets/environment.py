@@ -53,6 +53,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             drift_share_error=settings.drift_share_error,
             performance_warn_drop=settings.performance_warn_drop,
             performance_error_drop=settings.performance_error_drop,
+            min_label_coverage=settings.min_label_coverage,
             retrain_drift_days=settings.retrain_drift_days,
             model_name=settings.model_name,
             model_alias=settings.model_alias,

@@ -102,6 +102,29 @@ class Settings(BaseSettings):
     performance_error_drop: float = Field(
         0.4, ge=0.0, le=1.0, description="Relative PR-AUC drop (vs holdout) that errors."
     )
+    min_label_coverage: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of a day's scored transactions that should have a label once "
+        "model_performance runs; below it the quality figures are thin (alert LabelCoverageLow).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines of the platform's processes and of Dagster runs' console: text, or "
+        "json (one object per line with request id, model version, run, asset, partition).",
+    )
+    exporter_host: str = Field("127.0.0.1", description="Address `mlops-assets exporter` uses.")
+    exporter_port: int = Field(9110, gt=0, description="Port of `mlops-assets exporter`.")
+    exporter_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="The exporter reads the Dagster instance at most this often (scrapes in "
+        "between get the last reading).",
+    )
+    exporter_days: int = Field(
+        30, gt=0, description="Days of drift share and PR-AUC the exporter lists per day."
+    )
     alert_webhook_url: str | None = Field(
         None,
         description="Slack-compatible incoming webhook for alerts; none: alerts are only logged.",

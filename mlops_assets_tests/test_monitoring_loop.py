@@ -5,9 +5,10 @@ one that passes becomes champion and scores the following days."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -187,6 +188,21 @@ def test_a_retrained_model_that_fails_the_gate_leaves_the_champion(
     assert again.run_requests[0].run_key == loop.runs["request"].run_key
 
 
+def _exported(loop: Loop) -> dict[tuple[str, tuple[str, ...]], float]:
+    from mlops_assets.monitor.pipeline_reading import read_pipeline, watched_from_definitions
+
+    watched = watched_from_definitions(loop.defs)
+    return {(s.name, s.labels): s.value for s in read_pipeline(loop.instance, watched)}
+
+
+def test_the_exporter_reads_a_blocked_gate_as_a_decision_not_an_error(loop: Loop) -> None:
+    exported = _exported(loop)
+    # the gate blocked the last training_job run: a decision, not a failure to page about
+    assert exported[("mlops_pipeline_latest_run_failed", ("training_job", "gate_blocked"))] == 1
+    assert exported[("mlops_pipeline_latest_run_failed", ("training_job", "error"))] == 0
+    assert exported[("mlops_pipeline_runs", ("training_job", "FAILURE"))] == 1
+
+
 def test_a_retrained_model_that_passes_becomes_champion_and_scores_new_days(loop: Loop) -> None:
     old = loop.champion()
     loop.land(DAYS[8])
@@ -211,3 +227,48 @@ def test_a_retrained_model_that_passes_becomes_champion_and_scores_new_days(loop
     assert isinstance(loop.sensor(), dg.SkipReason)
     late = metadata(loop.labels(DAYS[6]), "model_performance")
     assert late["model_version"] == int(old)  # the day was scored by the old champion
+
+
+def test_the_exporter_reads_quality_freshness_and_runs_from_the_instance(loop: Loop) -> None:
+    exported = _exported(loop)
+    drift = {
+        labels[0]: value
+        for (name, labels), value in exported.items()
+        if name == "mlops_drift_share"
+    }
+    assert DAYS[9].isoformat() in drift and len(drift) >= 4
+    for day in drift:  # each scored day's share as its latest report recorded it
+        latest = loop.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), asset_partitions=[day]),
+            limit=1,
+        ).records[0]
+        recorded = latest.asset_materialization.metadata["drift_share_by_day"].value
+        assert drift[day] == pytest.approx(recorded[day])
+    latest_day = max(drift)
+    assert exported[("mlops_drift_share_latest", (latest_day,))] == drift[latest_day]
+    assert exported[("mlops_drift_share_warn_threshold", ())] == loop.settings.drift_share_threshold
+    pr_auc = {labels: v for (name, labels), v in exported.items() if name == "mlops_model_pr_auc"}
+    assert {day for day, _version in pr_auc} >= {DAYS[4].isoformat(), DAYS[6].isoformat()}
+    assert all(0.0 < value <= 1.0 for value in pr_auc.values())
+    coverage = [v for (n, _), v in exported.items() if n == "mlops_model_label_coverage_latest"]
+    assert coverage == [pytest.approx(1.0)]  # every scored row of the day got its label
+    # freshness: every daily asset with the policy, last materialized moments ago
+    for asset in (
+        "raw_transactions",
+        "validated_transactions",
+        "transaction_features",
+        "scored_transactions",
+    ):
+        assert exported[("mlops_asset_freshness_fail_window_seconds", (asset,))] == 36 * 3600
+        last = exported[("mlops_asset_last_materialization_timestamp_seconds", (asset,))]
+        assert 0 <= time.time() - last < 3600
+    latest_partition = exported[
+        ("mlops_asset_latest_partition_timestamp_seconds", ("scored_transactions",))
+    ]
+    assert (
+        latest_partition
+        == datetime(DAYS[9].year, DAYS[9].month, DAYS[9].day, tzinfo=UTC).timestamp()
+    )
+    # the passing retraining ran after the blocked one: training_job is healthy again
+    assert exported[("mlops_pipeline_latest_run_failed", ("training_job", "gate_blocked"))] == 0
+    assert exported[("mlops_pipeline_latest_run_failed", ("training_job", "error"))] == 0

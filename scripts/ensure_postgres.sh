@@ -41,10 +41,7 @@ report_found() {
   echo "==> PostgreSQL server binaries: $1 ($("$1/postgres" --version))"
 }
 
-fail() {
-  echo "ERROR: $*" >&2
-  exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/_debian_packages.sh"
 
 if bin_dir="$(find_bin_dir)"; then
   report_found "$bin_dir"
@@ -55,33 +52,9 @@ if [ -n "${PG_BINDIR:-}" ]; then
   fail "\$PG_BINDIR=$PG_BINDIR does not hold executable ${BINARIES[*]}: fix or unset it."
 fi
 
-if [ ! -f /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then
-  fail "PostgreSQL server binaries (${BINARIES[*]}) not found, and this is not a Debian/Ubuntu
-machine with apt-get, so they cannot be installed automatically. Install a PostgreSQL server
-(e.g. 'dnf install postgresql-server', 'brew install postgresql@15'), or set PG_BINDIR to the
-directory holding ${BINARIES[*]}."
-fi
-
-if [ "$(id -u)" -eq 0 ]; then
-  as_root=(env DEBIAN_FRONTEND=noninteractive)
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  as_root=(sudo -n env DEBIAN_FRONTEND=noninteractive)
-else
-  fail "PostgreSQL server binaries (${BINARIES[*]}) not found, and installing them needs root:
-run 'sudo apt-get install -y --no-install-recommends postgresql' (or rerun this script as
-root, or with passwordless sudo), or set PG_BINDIR to a directory holding ${BINARIES[*]}."
-fi
-
-install=(apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confdef
-  -o Dpkg::Options::=--force-confold postgresql)
-echo "==> PostgreSQL server binaries not found: installing them (first run only)"
-echo "    ${as_root[*]} apt-get update -qq"
-"${as_root[@]}" apt-get update -qq || echo "WARNING: apt-get update failed; trying the install anyway" >&2
-echo "    ${as_root[*]} ${install[*]}"
-if ! "${as_root[@]}" "${install[@]}"; then
-  fail "'apt-get install postgresql' failed (see above). Install a PostgreSQL server by hand,
-or set PG_BINDIR to the directory holding ${BINARIES[*]}."
-fi
+install_debian_packages "PostgreSQL server binaries (${BINARIES[*]})" \
+  "Install a PostgreSQL server by hand (e.g. 'dnf install postgresql-server', 'brew install
+postgresql@15'), or set PG_BINDIR to the directory holding ${BINARIES[*]}." postgresql
 
 if bin_dir="$(find_bin_dir)"; then
   report_found "$bin_dir"

@@ -82,6 +82,12 @@ def model_performance(
         f"{days[0]}..{days[-1]}: model v{version} precision {performance.precision:.3f}, recall "
         f"{performance.recall:.3f}, {explanation}"
     )
+    if performance.label_coverage < policy.min_label_coverage:
+        context.log.warning(
+            f"{days[0]}..{days[-1]}: only {performance.label_coverage:.1%} of the scored "
+            f"transactions have a label (expected at least {policy.min_label_coverage:.0%}): the "
+            "quality figures rest on few rows"
+        )
     if level in ("warn", "error"):
         alerts.send(
             Alert(
@@ -109,6 +115,9 @@ def model_performance(
             "labelled_rows": performance.labelled_rows,
             "fraud_rows": performance.fraud_rows,
             "label_coverage": performance.label_coverage,
+            "min_label_coverage": policy.min_label_coverage,
+            "warn_drop": rule.warn_drop,
+            "error_drop": rule.error_drop,
             "model_version": int(version),
             "model_versions_scoring": dg.MetadataValue.json(
                 {str(v): int(n) for v, n in versions.iter_rows()}

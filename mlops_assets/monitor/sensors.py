@@ -49,7 +49,7 @@ def _step_failure_text(event: dg.DagsterEvent) -> str:
     return _error_message(error) if error is not None else (event.message or "step failed")
 
 
-def _failed_blocking_checks(
+def failed_blocking_checks(
     instance: dg.DagsterInstance, run_id: str
 ) -> list[dg.AssetCheckEvaluation]:
     """The blocking asset checks that failed with ERROR severity in the run."""
@@ -88,7 +88,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext, run_url: str) -> Aler
     run = context.dagster_run
     lines: list[str] = []
     gate_blocked = False
-    for evaluation in _failed_blocking_checks(context.instance, run.run_id):
+    for evaluation in failed_blocking_checks(context.instance, run.run_id):
         description = evaluation.description or "no description"
         if evaluation.check_name == GATE_CHECK:
             gate_blocked = True

@@ -18,6 +18,7 @@ class PipelinePolicy(dg.ConfigurableResource):
     drift_share_error: float = 0.8
     performance_warn_drop: float = 0.2
     performance_error_drop: float = 0.4
+    min_label_coverage: float = 0.5
     retrain_drift_days: int = 2
     model_name: str = "fraud_detector"
     model_alias: str = "champion"

@@ -24,22 +24,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from mlops_assets.features.online_engine import prepare as prepare_online_features
 from mlops_assets.serve.model_holder import ModelHolder
+from mlops_assets.serve.observe import ObserveRequests, error_response
 from mlops_assets.serve.online_features import (
     ContractViolation,
     HistorySnapshot,
@@ -51,18 +44,10 @@ from mlops_assets.serve.online_features import (
 from mlops_assets.serve.prediction_log import PredictionLog, ServedRecord
 from mlops_assets.serve.refresh import PeriodicRefresh
 from mlops_assets.serve.scoring import NotReady, ScoredPass, ScoringWorker
+from mlops_assets.serve.service_metrics import ServiceMetrics
 from mlops_assets.serve.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
-_KNOWN_PATHS = {
-    "/predict",
-    "/predict/batch",
-    "/health",
-    "/ready",
-    "/model-info",
-    "/reload",
-    "/metrics",
-}
 
 
 @dataclass(frozen=True)
@@ -84,85 +69,6 @@ class ServeConfig:
     shadow_alias: str = "challenger"
 
 
-#: Request latency buckets, seconds: fine around the 25 ms a single prediction should take.
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
-    0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-)  # fmt: skip
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mlops_serve_requests",
-            "HTTP requests by endpoint and status code.",
-            ["endpoint", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mlops_serve_request_latency_seconds",
-            "Request latency by endpoint.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.scores = Histogram(
-            "mlops_serve_fraud_score",
-            "Fraud scores returned.",
-            buckets=tuple(np.round(np.linspace(0.05, 1.0, 20), 2)),
-            registry=self.registry,
-        )
-        self.predictions = Counter(
-            "mlops_serve_predictions",
-            "Transactions scored, by decision.",
-            ["decision"],
-            registry=self.registry,
-        )
-        self.model_version = Gauge(
-            "mlops_serve_model_version",
-            "Version of the registered model being served (0: none loaded).",
-            ["model_name", "alias"],
-            registry=self.registry,
-        )
-        self.reloads = Counter(
-            "mlops_serve_reloads", "Model reloads by outcome.", ["outcome"], registry=self.registry
-        )
-        self.history_rows = Gauge(
-            "mlops_serve_history_rows",
-            "Rows in the account-history snapshot.",
-            registry=self.registry,
-        )
-        self.logged = Counter(
-            "mlops_serve_prediction_log_rows",
-            "Predictions handled by the prediction log, by outcome (written, dropped).",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.log_pending = Gauge(
-            "mlops_serve_prediction_log_pending_rows",
-            "Predictions waiting for the next micro-batch write.",
-            registry=self.registry,
-        )
-        self.shadow_rows = Counter(
-            "mlops_serve_shadow_rows",
-            "Rows the shadow model scored (compared) or could not score (skipped).",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.shadow_disagreements = Counter(
-            "mlops_serve_shadow_disagreements",
-            "Rows where the shadow model's decision differs from the served one.",
-            registry=self.registry,
-        )
-        self.pass_requests = Histogram(
-            "mlops_serve_scoring_pass_requests",
-            "Requests scored together in one pass of the scoring thread.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=self.registry,
-        )
-
-
 class ServiceState:
     """What the app holds: the model(s), the features over the history snapshot, the scoring
     thread, the prediction log, the shadow scorer and the metrics."""
@@ -181,8 +87,11 @@ class ServiceState:
         self.history_version = history_version
         self.features = OnlineFeatures()
         self.config = config
-        self.metrics = _Metrics()
+        self.metrics = ServiceMetrics()
         self.metrics.model_version.labels(config.model_name, config.model_alias).set(0)
+        self.metrics.model_loaded.labels(config.model_name, config.model_alias).set_function(
+            lambda: 1.0 if self.holder.current is not None else 0.0
+        )
         self.history_error: str | None = None
         self.history_loaded = False
         self._history_lock = threading.Lock()
@@ -369,10 +278,6 @@ class ServiceState:
         return {"shadow": shadow, "prediction_log": prediction_log}
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": {"message": message, **extra}})
-
-
 def create_app(
     holder: ModelHolder,
     history_loader: Callable[[], HistorySnapshot],
@@ -398,7 +303,9 @@ def create_app(
     app = FastAPI(title="mlops_assets fraud scoring", lifespan=lifespan)
     app.state.service = state
 
-    app.add_middleware(_Observe, state=state, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        ObserveRequests, metrics=state.metrics, max_body_bytes=config.max_body_bytes
+    )
 
     async def read_json(request: Request) -> Any:
         body = bytearray()
@@ -422,7 +329,7 @@ def create_app(
                 if not items:
                     raise ContractViolation("transactions", "at least one transaction")
                 if len(items) > config.max_batch_size:
-                    return _error(
+                    return error_response(
                         413,
                         f"batch of {len(items)} transactions over the limit of "
                         f"{config.max_batch_size}",
@@ -438,11 +345,11 @@ def create_app(
                 state.worker.submit(rows, "predict/batch" if batch else "predict")
             )
         except _BodyTooLarge:
-            return _error(413, f"request body over {config.max_body_bytes} bytes")
+            return error_response(413, f"request body over {config.max_body_bytes} bytes")
         except ContractViolation as violation:
             return JSONResponse(status_code=422, content={"detail": violation.detail()})
         except NotReady:
-            return _error(503, "no model loaded", error=state.holder.last_error)
+            return error_response(503, "no model loaded", error=state.holder.last_error)
         predictions = scored.predictions()
         for prediction in predictions:
             state.metrics.scores.observe(prediction["fraud_score"])
@@ -450,6 +357,8 @@ def create_app(
                 "fraud" if prediction["is_fraud_predicted"] else "legit"
             ).inc()
         loaded = scored.model
+        request.state.model_version = int(loaded.version)
+        request.state.transactions = len(predictions)
         common = {
             "model_name": loaded.model.name,
             "model_version": int(loaded.version),
@@ -490,7 +399,7 @@ def create_app(
     def model_info() -> JSONResponse:
         current = state.holder.current
         if current is None:
-            return _error(503, "no model loaded", error=state.holder.last_error)
+            return error_response(503, "no model loaded", error=state.holder.last_error)
         return JSONResponse(
             {
                 **current.info(),
@@ -519,67 +428,6 @@ def create_app(
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-class _Observe:
-    """ASGI middleware: refuses a declared body over the limit (413), turns an unhandled error
-    into a JSON 500, and counts every request by endpoint and status with its latency.
-
-    Pure ASGI rather than ``@app.middleware("http")``, whose per-request overhead is a
-    measurable share of a single prediction."""
-
-    def __init__(self, app: Any, state: ServiceState, max_body_bytes: int) -> None:
-        self.app = app
-        self.state = state
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        endpoint = path if path in _KNOWN_PATHS else "other"
-        started = time.perf_counter()
-        status = 500
-        response_started = False
-
-        async def observed_send(message: Any) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-            await send(message)
-
-        try:
-            refusal = self._refusal(scope)
-            if refusal is not None:
-                await refusal(scope, receive, observed_send)
-            else:
-                await self.app(scope, receive, observed_send)
-        except Exception:  # never let a request take the worker down
-            log.exception("unhandled error on %s", path)
-            if response_started:
-                raise
-            await _error(500, "internal error")(scope, receive, observed_send)
-        finally:
-            metrics = self.state.metrics
-            metrics.requests.labels(endpoint, str(status)).inc()
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-
-    def _refusal(self, scope: Any) -> JSONResponse | None:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    return _error(400, "invalid Content-Length")
-                if length > self.max_body_bytes:
-                    return _error(
-                        413,
-                        f"request body over {self.max_body_bytes} bytes",
-                        limit=self.max_body_bytes,
-                    )
-        return None
 
 
 class _BodyTooLarge(Exception):

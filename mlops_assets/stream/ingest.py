@@ -291,6 +291,7 @@ class BronzeIngestion:
             self.stats.dead_letters[kind] = self.stats.dead_letters.get(kind, 0) + count
         if self.metrics is not None:
             self.metrics.written(batch, version, result.seconds)
+            self.metrics.observe_lag(consumer, offsets)
         ranges = ", ".join(
             f"{p}:{first}-{last}" for (_t, p), (first, last, _c) in sorted(batch.offsets.items())
         )

@@ -44,6 +44,13 @@ class IngestMetrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.lag = Gauge(
+            "mlops_stream_consumer_lag_messages",
+            "Messages of each partition not yet in bronze: the partition's end (as last fetched) "
+            "minus the next offset committed with the bronze rows.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         self.last_version = Gauge(
             "mlops_stream_bronze_version",
             "Delta version of the last bronze commit.",
@@ -65,6 +72,18 @@ class IngestMetrics:
             self.next_offset.labels(topic, str(partition)).set(last + 1)
         for kind, count in batch.dead_letters_by_kind.items():
             self.dead_letters.labels(kind).inc(count)
+
+    def observe_lag(self, consumer: Any, committed: list[Any]) -> None:
+        """The lag of the partitions just committed, from the end offsets the consumer last
+        fetched (no broker round trip)."""
+        for position in committed:
+            try:
+                _low, high = consumer.get_watermark_offsets(position, cached=True)
+            except Exception:  # a partition revoked meanwhile: keep the last figure
+                continue
+            if high is not None and high >= 0:
+                lag = max(high - position.offset, 0)
+                self.lag.labels(position.topic, str(position.partition)).set(lag)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> Any:
         """Serve ``/metrics`` on ``port`` from a background thread."""

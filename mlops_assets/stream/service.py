@@ -10,16 +10,13 @@ from typing import Any
 
 from mlops_assets.settings import Settings
 
-#: the loggers of the clients, quieter than the platform's own
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "mlops_assets.kafka")
-
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """The platform's own lines at ``level``; the clients' HTTP and librdkafka chatter only
-    from warnings up."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """The platform's own lines at ``level`` in ``MLOPS_LOG_FORMAT``; the clients' HTTP and
+    librdkafka chatter only from warnings up."""
+    from mlops_assets import logs
+
+    logs.configure_logging(level, Settings().log_format)
 
 
 def stop_on_signals(stop: Any) -> None:

@@ -1,0 +1,158 @@
+"""The platform's log lines: plain text on a laptop, one JSON object per line in production.
+
+``MLOPS_LOG_FORMAT`` (``text`` or ``json``) chooses; :func:`configure_logging` sets up the root
+logger of a process (the model service, the streaming consumers, the exporter) with it, and
+:data:`json_console_logger` is the Dagster logger that replaces the ``console`` logger of runs
+when JSON is chosen, so that pipeline lines that leave Dagster (a step pod's stdout) carry their
+run, job, step, asset and partition. Fields passed with ``extra={...}`` (``request_id``,
+``model_version``, ``latency_ms``...) become JSON keys, or ``key=value`` pairs after the text.
+
+Rendering is structlog's :class:`~structlog.stdlib.ProcessorFormatter` over the standard
+``logging`` records, so every library that logs through ``logging`` is rendered the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import structlog
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
+#: the loggers of the clients, quieter than the platform's own
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "mlops_assets.kafka", "urllib3")
+
+
+def log_format_from_env(environ: Mapping[str, str] | None = None) -> LogFormat:
+    """``MLOPS_LOG_FORMAT`` (default ``text``); anything else is refused with the choices."""
+    value = (environ if environ is not None else os.environ).get("MLOPS_LOG_FORMAT", "text")
+    value = value.strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(f"MLOPS_LOG_FORMAT={value!r}: expected one of {', '.join(LOG_FORMATS)}")
+    return value  # type: ignore[return-value]
+
+
+def _render_text(_: Any, __: str, event: dict[str, Any]) -> str:
+    """``2026-05-20T10:00:00.123Z INFO name: message key=value ...``, then any traceback."""
+    timestamp = event.pop("timestamp", "")
+    level = str(event.pop("level", "")).upper()
+    name = event.pop("logger", "")
+    message = event.pop("event", "")
+    exception = event.pop("exception", None)
+    extras = " ".join(f"{key}={value}" for key, value in event.items())
+    line = f"{timestamp} {level} {name}: {message}" + (f" {extras}" if extras else "")
+    return f"{line}\n{exception}" if exception else line
+
+
+def _pre_chain() -> list[Any]:
+    return [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.stdlib.ExtraAdder(),
+    ]
+
+
+def formatter(log_format: LogFormat) -> logging.Formatter:
+    """The formatter of ``log_format`` for standard ``logging`` records."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer(default=str) if log_format == "json" else _render_text
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_pre_chain(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+
+
+def configure_logging(level: int = logging.INFO, log_format: LogFormat | None = None) -> None:
+    """One handler on the root logger, to stderr, in ``log_format`` (default: from
+    ``MLOPS_LOG_FORMAT``); the clients' HTTP and librdkafka chatter only from warnings up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format or log_format_from_env()))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# --- Dagster ------------------------------------------------------------------------------
+
+
+def dagster_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a Dagster log record says about where it comes from: run, job, step, asset and
+    partition (a day, or the first and last day of a range), and the event type."""
+    meta = getattr(record, "dagster_meta", None)
+    if not isinstance(meta, Mapping):
+        return {}
+    tags = meta.get("job_tags") or {}
+    fields: dict[str, Any] = {
+        "run_id": meta.get("run_id"),
+        "job": meta.get("job_name"),
+        "step": meta.get("step_key"),
+    }
+    event = meta.get("dagster_event")
+    asset_key = getattr(event, "asset_key", None) if event is not None else None
+    if asset_key is not None:
+        fields["asset"] = asset_key.to_user_string()
+    elif meta.get("step_key"):
+        fields["asset"] = meta["step_key"]
+    partition = tags.get("dagster/partition")
+    if partition:
+        fields["partition"] = partition
+    elif tags.get("dagster/asset_partition_range_start"):
+        start = tags["dagster/asset_partition_range_start"]
+        end = tags.get("dagster/asset_partition_range_end", start)
+        fields["partition"] = start if start == end else f"{start}...{end}"
+    if event is not None:
+        fields["event"] = event.event_type_value
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+class _DagsterJsonFormatter(logging.Formatter):
+    """A Dagster record as one JSON line: the original message and :func:`dagster_fields`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._json = formatter("json")
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, "dagster_meta", None)
+        copy = logging.makeLogRecord(record.__dict__)
+        if isinstance(meta, Mapping):
+            copy.msg, copy.args = meta.get("orig_message", record.getMessage()), None
+        for key, value in dagster_fields(record).items():
+            setattr(copy, key, value)
+        copy.__dict__.pop("dagster_meta", None)
+        return self._json.format(copy)
+
+
+def _json_console_logger(init_context: Any) -> logging.Logger:
+    level = init_context.logger_config["log_level"]
+    logger = logging.Logger("mlops_assets.dagster", level=level)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_DagsterJsonFormatter())
+    logger.addHandler(handler)
+    return logger
+
+
+def build_json_console_logger() -> Any:
+    """Dagster's ``console`` logger rendering one JSON object per line (see module doc)."""
+    import dagster as dg
+
+    return dg.logger(
+        config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
+        description="The console logger, one JSON object per line with the run, job, step, "
+        "asset and partition of each line (MLOPS_LOG_FORMAT=json).",
+    )(_json_console_logger)
