@@ -254,6 +254,16 @@ def _exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_monitoring(args: argparse.Namespace) -> int:
+    from mlops_assets.monitor.render import ROOT, render, rendered
+
+    changed = render()
+    for path in rendered():
+        state = "written" if path in changed else "unchanged"
+        print(f"{path.relative_to(ROOT)}: {state}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -341,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--host", help="default MLOPS_EXPORTER_HOST (127.0.0.1)")
     exporter.add_argument("--port", type=int, help="default MLOPS_EXPORTER_PORT (9110)")
     exporter.set_defaults(handler=_exporter)
+
+    render_monitoring = commands.add_parser(
+        "render-monitoring",
+        help="write the Grafana dashboards' JSON and deploy/k8s/monitoring.yaml from the rules "
+        "and dashboard sources",
+    )
+    render_monitoring.set_defaults(handler=_render_monitoring)
 
     jars = commands.add_parser(
         "fetch-spark-jars",

@@ -16,6 +16,7 @@ pytest_plugins = [
     "mlops_assets_tests.webhook",
     "mlops_assets_tests.s3_server",
     "mlops_assets_tests.kafka_broker",
+    "mlops_assets_tests.serve_world",
 ]
 
 

@@ -16,22 +16,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import numpy as np
 import polars as pl
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from mlflow import MlflowClient
 
-from mlops_assets.datagen import GeneratorConfig, write_day
-from mlops_assets.environment import build_resources
 from mlops_assets.features.definition import FEATURE_COLUMNS
 from mlops_assets.monitor.assets import DRIFT_CATEGORICAL, DRIFT_NUMERICAL
 from mlops_assets.monitor.drift import compute_drift
@@ -40,79 +35,16 @@ from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.serve.app import ServeConfig, create_app, create_app_from_resources
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.online_features import REQUEST_FIELDS, load_history, parse_transaction
-from mlops_assets.settings import Settings
 from mlops_assets.tables import (
-    SCORED_TRANSACTIONS,
     SERVED_PREDICTIONS,
     TRANSACTION_FEATURES,
     VALIDATED_TRANSACTIONS,
 )
 from mlops_assets_tests.helpers import free_port
-from mlops_assets_tests.pipeline import INGEST, TRAIN, materialize, training_config
+from mlops_assets_tests.serve_world import DAY, DAYS, MAX_BATCH, NAME, World
 
 pytestmark = pytest.mark.slow
 
-DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(5)]
-DAY = DAYS[-1]  # the holdout day, batch scored; the service's history is DAYS[-2:]
-NAME = "fraud_detector"
-MAX_BATCH = 500
-
-
-@dataclass
-class World:
-    home: Path
-    resources: dict[str, Any]
-    instance: dg.DagsterInstance
-    scored: pl.DataFrame  # batch scores of DAY by the champion
-    requests: list[dict[str, Any]]  # DAY's validated transactions as request bodies
-
-    @property
-    def client(self) -> MlflowClient:
-        return self.resources["mlflow_tracking"].client()
-
-    def app(self, log_lake: DeltaLake | None = None, **config: Any) -> Any:
-        return create_app_from_resources(
-            self.resources["lake"],
-            self.resources["mlflow_tracking"],
-            ServeConfig(model_name=NAME, max_batch_size=MAX_BATCH, **config),
-            log_lake=log_lake,
-        )
-
-    def score_batch(self) -> pl.DataFrame:
-        assert materialize(["scored_transactions"], self.resources, self.instance, DAY).success
-        return pl.from_arrow(self.resources["lake"].read(SCORED_TRANSACTIONS, days=[DAY]))
-
-
-def _requests(lake: Any) -> list[dict[str, Any]]:
-    rows = pl.from_arrow(
-        lake.read(VALIDATED_TRANSACTIONS, days=[DAY], columns=[*REQUEST_FIELDS, "transaction_id"])
-    ).sort("timestamp")
-    return [
-        {**row, "timestamp": row["timestamp"].isoformat()} for row in rows.iter_rows(named=True)
-    ]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    home = tmp_path_factory.mktemp("serve")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLOPS_HOME", str(home))
-    settings = Settings()
-    resources = build_resources(settings)
-    config = GeneratorConfig(rows_per_day=3_000, seed=42, epoch=settings.paysim_epoch)
-    (home / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
-        for day in DAYS:
-            write_day(day, config, settings.resolved_landing_uri)
-            assert materialize(INGEST, resources, instance, day).success
-        trained = materialize(
-            TRAIN, resources, instance, run_config=training_config(4, DAY, trials=1)
-        )
-        assert trained.success
-        state = World(home, resources, instance, pl.DataFrame(), _requests(resources["lake"]))
-        state.scored = state.score_batch()
-        yield state
-    mp.undo()
 
 
 def _batch_scores(scored: pl.DataFrame) -> dict[str, float]:
