@@ -593,7 +593,11 @@ def test_compose_structure() -> None:
         for config in service.get("configs", []):
             assert config["source"] in compose["configs"], (name, config)
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in compose["volumes"], (name, volume)
+            source = volume.split(":")[0]
+            if source.startswith("./"):  # a bind mount of the repository's monitoring files
+                assert (DEPLOY / source).exists(), (name, volume)
+            else:
+                assert source in compose["volumes"], (name, volume)
     assert "grpc_server" in compose["configs"]["workspace"]["content"]
     assert "port: 3030" in compose["configs"]["workspace"]["content"]
     instance = yaml.safe_load(compose["configs"]["dagster-instance"]["content"])

@@ -269,3 +269,32 @@ def test_the_provisioning_points_grafana_at_the_dashboards() -> None:
 @pytest.mark.parametrize("expr", ['sum by (le) (rate(x_bucket{a="b"}[5m]))', "time() - y"])
 def test_metric_names_reads_the_metrics_only(expr: str) -> None:
     assert metric_names(expr) in ({"x_bucket"}, {"y"})
+
+
+def test_compose_runs_the_monitoring_stack_with_secrets_by_file() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    for name in ("prometheus", "alertmanager", "grafana", "mlops-exporter"):
+        assert name in services, name
+    for name in ("prometheus", "alertmanager", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):  # a bind mount of the repository's files
+                assert (ROOT / "deploy" / source).exists(), (name, source)
+    assert services["mlops-exporter"]["command"][:2] == ["mlops-assets", "exporter"]
+    scraped = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yaml").read_text())
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"][0]
+        for job in scraped["scrape_configs"]
+    }
+    assert targets["mlops-exporter"] == "mlops-exporter:9110"
+    assert targets["model-service"] == "model-service:8080"
+    # the receivers' secrets are files, never values in the config
+    assert {s["source"] for s in services["alertmanager"]["secrets"]} == {
+        "slack-webhook-url",
+        "pagerduty-routing-key",
+    }
+    assert all("file" in secret for secret in compose["secrets"].values())
+    config = ALERTMANAGER_CONFIG.read_text()
+    assert "hooks.slack.com" not in config and "api_url:" not in config
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in services["grafana"]["environment"]
