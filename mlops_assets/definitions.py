@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.deployment import executor_for, loggers_for
+from mlops_assets.deployment import executor_for
 from mlops_assets.environment import build_resources
 from mlops_assets.features.assets import transaction_features
 from mlops_assets.ingest.assets import raw_transactions
@@ -143,7 +143,6 @@ def build_definitions() -> dg.Definitions:
         ],
         resources=build_resources(settings),
         executor=executor_for(settings),
-        loggers=loggers_for(settings),
     )
 
 

@@ -102,12 +102,3 @@ def spark_step_op_tags(cpu: str = "4", memory: str = "16Gi") -> dict[str, Any]:
 #: the op tags the ``transaction_features`` asset should carry
 SPARK_STEP_OP_TAGS = spark_step_op_tags()
 
-
-def loggers_for(settings: Any) -> dict[str, dg.LoggerDefinition] | None:
-    """With ``MLOPS_LOG_FORMAT=json`` runs log to the console as one JSON object per line (run,
-    job, step, asset, partition); otherwise Dagster's own console logger."""
-    if settings.log_format == "json":
-        from mlops_assets.logs import build_json_console_logger
-
-        return {"console": build_json_console_logger()}
-    return None

@@ -2,8 +2,9 @@
 
 ``MLOPS_LOG_FORMAT`` (``text`` or ``json``) chooses; :func:`configure_logging` sets up the root
 logger of a process (the model service, the streaming consumers, the exporter) with it, and
-:data:`json_console_logger` is the Dagster logger that replaces the ``console`` logger of runs
-when JSON is chosen, so that pipeline lines that leave Dagster (a step pod's stdout) carry their
+:class:`DagsterJsonFormatter`, set on the Dagster instance by
+:data:`DAGSTER_JSON_HANDLER_CONFIG` (``python_logs`` in dagster.yaml: Compose and the Helm values
+set it), renders every run's lines that leave Dagster (a step pod's stdout) as JSON with their
 run, job, step, asset and partition. Fields passed with ``extra={...}`` (``request_id``,
 ``model_version``, ``latency_ms``...) become JSON keys, or ``key=value`` pairs after the text.
 
@@ -116,11 +117,11 @@ def dagster_fields(record: logging.LogRecord) -> dict[str, Any]:
         end = tags.get("dagster/asset_partition_range_end", start)
         fields["partition"] = start if start == end else f"{start}...{end}"
     if event is not None:
-        fields["event"] = event.event_type_value
+        fields["event_type"] = event.event_type_value
     return {key: value for key, value in fields.items() if value is not None}
 
 
-class _DagsterJsonFormatter(logging.Formatter):
+class DagsterJsonFormatter(logging.Formatter):
     """A Dagster record as one JSON line: the original message and :func:`dagster_fields`."""
 
     def __init__(self) -> None:
@@ -134,25 +135,22 @@ class _DagsterJsonFormatter(logging.Formatter):
             copy.msg, copy.args = meta.get("orig_message", record.getMessage()), None
         for key, value in dagster_fields(record).items():
             setattr(copy, key, value)
-        copy.__dict__.pop("dagster_meta", None)
+        for internal in ("dagster_meta", "dagster_event", "dagster_event_batch_metadata"):
+            copy.__dict__.pop(internal, None)
         return self._json.format(copy)
 
 
-def _json_console_logger(init_context: Any) -> logging.Logger:
-    level = init_context.logger_config["log_level"]
-    logger = logging.Logger("mlops_assets.dagster", level=level)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_DagsterJsonFormatter())
-    logger.addHandler(handler)
-    return logger
-
-
-def build_json_console_logger() -> Any:
-    """Dagster's ``console`` logger rendering one JSON object per line (see module doc)."""
-    import dagster as dg
-
-    return dg.logger(
-        config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
-        description="The console logger, one JSON object per line with the run, job, step, "
-        "asset and partition of each line (MLOPS_LOG_FORMAT=json).",
-    )(_json_console_logger)
+#: the Dagster instance's ``python_logs`` setting (dagster.yaml) that adds a JSON handler to the
+#: log manager of every run: each line of the run's steps as one JSON object on stdout
+DAGSTER_JSON_HANDLER_CONFIG: dict[str, Any] = {
+    "dagster_handler_config": {
+        "handlers": {
+            "json_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "mlops_json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "formatters": {"mlops_json": {"()": "mlops_assets.logs.DagsterJsonFormatter"}},
+    }
+}
