@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,17 @@ def check_lake(env: dict[str, str]) -> None:
     assert features.version() == 0  # the whole range is one commit
     dates = set(features.to_pyarrow_table(columns=["txn_date"]).column("txn_date").to_pylist())
     assert dates == {START + timedelta(days=i) for i in range(DAYS)}
+
+
+def exported(env: dict[str, str]) -> dict[tuple[str, tuple[str, ...]], float]:
+    """What the pipeline exporter reads from the project's instance now."""
+    from mlops_assets.definitions import defs
+    from mlops_assets.monitor.pipeline_reading import read_pipeline, watched_from_definitions
+
+    ref = InstanceRef.from_dir(env["DAGSTER_HOME"])
+    with dg.DagsterInstance.from_ref(ref) as instance:
+        samples = read_pipeline(instance, watched_from_definitions(defs))
+    return {(s.name, s.labels): s.value for s in samples}
 
 
 def materialized(env: dict[str, str], key: str) -> set[str]:
@@ -159,6 +170,13 @@ def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill_id = launched["backfillId"]
+        # the exporter sees the backfill in progress, the sensors stopped (automation off)
+        during = exported(env)
+        assert during[("mlops_backfill_in_progress", (backfill_id,))] == 1
+        started = during[("mlops_backfill_started_timestamp_seconds", (backfill_id,))]
+        assert 0 <= time.time() - started < 600
+        assert during[("mlops_sensor_running", ("landing_sensor",))] == 0
+        assert during[("mlops_sensor_minimum_interval_seconds", ("landing_sensor",))] == 30
         deadline = time.monotonic() + 600
         while True:
             state = graphql(port, STATUS, {"id": backfill_id})
@@ -190,3 +208,7 @@ def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
     for key in INGEST:
         assert materialized(env, key) >= set(partitions), key
     check_lake(env)
+    after = exported(env)
+    assert ("mlops_backfill_in_progress", (backfill_id,)) not in after  # done: not stuck
+    latest = after[("mlops_asset_latest_partition_timestamp_seconds", ("raw_transactions",))]
+    assert latest == datetime(END.year, END.month, END.day, tzinfo=UTC).timestamp()

@@ -34,7 +34,7 @@ class PipelineCollector(Collector):
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._samples: list[Sample] = []
-        self._read_at = 0.0
+        self._read_at: float | None = None  # never read yet
         self._succeeded_at = 0.0
         self._failed = False
         self._seconds = 0.0
@@ -42,7 +42,11 @@ class PipelineCollector(Collector):
 
     def refresh(self, force: bool = False) -> None:
         with self._lock:
-            if not force and time.monotonic() - self._read_at < self.refresh_seconds:
+            fresh = (
+                self._read_at is not None
+                and time.monotonic() - self._read_at < self.refresh_seconds
+            )
+            if fresh and not force:
                 return
             started = time.perf_counter()
             try:
