@@ -89,6 +89,29 @@ def _assert_parity(client: TestClient, world: World, version: int, one_by_one: i
     assert flagged == int(world.scored["is_fraud_predicted"].sum())
 
 
+def test_reload_without_a_champion_is_unavailable_not_an_error(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A registered name with no champion yet (a first deployment): 503 with the reason, and
+    the log says that nothing is serving (not "vNone keeps serving")."""
+    app = create_app_from_resources(
+        world.resources["lake"],
+        world.resources["mlflow_tracking"],
+        ServeConfig(model_name="not_registered_yet", load_on_startup=False),
+        log_predictions=False,
+    )
+    with TestClient(app) as client, caplog.at_level(logging.ERROR):
+        response = client.post("/reload")
+        assert response.status_code == 503, response.text
+        body = response.json()
+        assert body["message"] == (
+            "not_registered_yet@champion could not be loaded and no model is serving"
+        )
+        assert body["model"]["ok"] is False and body["model"]["error"]
+        assert client.post("/predict", json=world.requests[0]).status_code == 503
+    assert "nothing is serving" in caplog.text and "vNone" not in caplog.text
+
+
 def test_ready_only_once_a_model_is_loaded(world: World) -> None:
     with TestClient(world.app(load_on_startup=False)) as client:
         assert client.get("/health").status_code == 200
@@ -231,7 +254,8 @@ def test_reload_swaps_the_model_and_keeps_the_old_one_when_the_new_one_fails(
         shutil.rmtree(source)
         client_.set_registered_model_alias(NAME, "champion", broken.version)
         response = client.post("/reload")
-        assert response.status_code == 500
+        assert response.status_code == 409  # the registry's state, not a service fault
+        assert response.json()["message"].endswith(f"v{second} keeps serving")
         model = response.json()["model"]
         assert model["ok"] is False and model["version"] == second and model["error"]
         assert client.get("/ready").status_code == 200

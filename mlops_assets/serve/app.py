@@ -215,11 +215,14 @@ class ServiceState:
             was = f" (was v{outcome.previous_version})" if outcome.previous_version else ""
             log.info("serving %s v%s%s", self.holder.name, outcome.version, was)
         elif not outcome.ok:
+            serving = (
+                f"v{current.version} keeps serving" if current is not None else "nothing is serving"
+            )
             log.error(
-                "reload of %s@%s failed, v%s keeps serving: %s",
+                "reload of %s@%s failed, %s: %s",
                 self.holder.name,
                 self.holder.alias,
-                outcome.previous_version,
+                serving,
                 outcome.error,
             )
         result = outcome.as_dict()
@@ -418,10 +421,17 @@ def create_app(
         stays when the new one fails to load); refresh the history snapshot too."""
         history_outcome = await run_in_threadpool(state.refresh_history) if history else None
         model_outcome = await run_in_threadpool(state.reload_model, force)
-        status = 200 if model_outcome["ok"] else 500
-        return JSONResponse(
-            status_code=status, content={"model": model_outcome, "history": history_outcome}
-        )
+        content: dict[str, Any] = {"model": model_outcome, "history": history_outcome}
+        if model_outcome["ok"]:
+            return JSONResponse(content)
+        # the alias could not be loaded: a state of the registry, not a fault of the service
+        current = state.holder.current
+        alias = f"{state.holder.name}@{state.holder.alias}"
+        if current is None:  # nothing to serve: unavailable until the alias can be loaded
+            message = f"{alias} could not be loaded and no model is serving"
+            return JSONResponse(status_code=503, content={**content, "message": message})
+        message = f"{alias} could not be loaded; v{current.version} keeps serving"
+        return JSONResponse(status_code=409, content={**content, "message": message})
 
     @app.get("/metrics")
     def metrics() -> Response:
