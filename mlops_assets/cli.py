@@ -225,12 +225,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _exporter(args: argparse.Namespace) -> int:
     import logging
-    import signal
     import threading
 
     from mlops_assets.demo import prepare_dagster_home
     from mlops_assets.logs import configure_logging
     from mlops_assets.monitor.exporter import build_collector, serve
+    from mlops_assets.stream.service import stop_on_signals
 
     settings = load_settings()
     configure_logging(logging.INFO, settings.log_format)
@@ -247,8 +247,7 @@ def _exporter(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
+    stop_on_signals(stop.set)
     stop.wait()
     server.shutdown()
     return 0

@@ -101,4 +101,3 @@ def spark_step_op_tags(cpu: str = "4", memory: str = "16Gi") -> dict[str, Any]:
 
 #: the op tags the ``transaction_features`` asset should carry
 SPARK_STEP_OP_TAGS = spark_step_op_tags()
-

@@ -15,27 +15,16 @@ Rendering is structlog's :class:`~structlog.stdlib.ProcessorFormatter` over the 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+from mlops_assets.settings import LogFormat
 
 #: the loggers of the clients, quieter than the platform's own
 QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "mlops_assets.kafka", "urllib3")
-
-
-def log_format_from_env(environ: Mapping[str, str] | None = None) -> LogFormat:
-    """``MLOPS_LOG_FORMAT`` (default ``text``); anything else is refused with the choices."""
-    value = (environ if environ is not None else os.environ).get("MLOPS_LOG_FORMAT", "text")
-    value = value.strip().lower() or "text"
-    if value not in LOG_FORMATS:
-        raise ValueError(f"MLOPS_LOG_FORMAT={value!r}: expected one of {', '.join(LOG_FORMATS)}")
-    return value  # type: ignore[return-value]
 
 
 def _render_text(_: Any, __: str, event: dict[str, Any]) -> str:
@@ -74,11 +63,12 @@ def formatter(log_format: LogFormat) -> logging.Formatter:
     )
 
 
-def configure_logging(level: int = logging.INFO, log_format: LogFormat | None = None) -> None:
-    """One handler on the root logger, to stderr, in ``log_format`` (default: from
-    ``MLOPS_LOG_FORMAT``); the clients' HTTP and librdkafka chatter only from warnings up."""
+def configure_logging(level: int = logging.INFO, log_format: LogFormat = "text") -> None:
+    """One handler on the root logger, to stderr, in ``log_format`` (the processes pass
+    ``Settings().log_format``, i.e. ``MLOPS_LOG_FORMAT``); the clients' HTTP and librdkafka
+    chatter only from warnings up."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(log_format or log_format_from_env()))
+    handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LogFormat = Literal["text", "json"]
+
 Compatibility = Literal[
     "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"
 ]
@@ -109,7 +111,7 @@ class Settings(BaseSettings):
         description="Share of a day's scored transactions that should have a label once "
         "model_performance runs; below it the quality figures are thin (alert LabelCoverageLow).",
     )
-    log_format: Literal["text", "json"] = Field(
+    log_format: LogFormat = Field(
         "text",
         description="Log lines of the platform's processes and of Dagster runs' console: text, or "
         "json (one object per line with request id, model version, run, asset, partition).",

@@ -98,20 +98,29 @@ def _wait_ready(server: Server, path: str, seconds: float = 60) -> None:
 
 
 @contextmanager
-def _running(command: list[str], url: str, ready_path: str, log: Path) -> Iterator[Server]:
+def running_process(
+    command: list[str], log: Path, stop_seconds: float = 30, **popen: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` with its output in ``log``; SIGTERM afterwards, SIGKILL if it lingers."""
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(url, process, log)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, **popen)
     try:
-        _wait_ready(server, ready_path)
-        yield server
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=stop_seconds)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@contextmanager
+def _running(command: list[str], url: str, ready_path: str, log: Path) -> Iterator[Server]:
+    with running_process(command, log) as process:
+        server = Server(url, process, log)
+        _wait_ready(server, ready_path)
+        yield server
 
 
 @contextmanager

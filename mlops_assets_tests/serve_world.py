@@ -83,7 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert trained.success
         state = World(home, resources, instance, pl.DataFrame(), _requests(resources["lake"]))
         state.scored = state.score_batch()
+        # shared by the session: the home stays in the resources, not in the environment of
+        # the tests that run after (they pass it explicitly, e.g. to `mlops-assets serve`)
+        mp.undo()
         yield state
-    mp.undo()
 
 

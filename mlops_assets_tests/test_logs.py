@@ -7,13 +7,14 @@ import logging
 import dagster as dg
 import pytest
 from dagster import AssetExecutionContext
+from pydantic import ValidationError
 
 from mlops_assets.logs import (
     DAGSTER_JSON_HANDLER_CONFIG,
     configure_logging,
     formatter,
-    log_format_from_env,
 )
+from mlops_assets.settings import Settings
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:
@@ -40,10 +41,13 @@ def test_text_lines_append_the_extra_fields() -> None:
     assert line.endswith("INFO mlops_assets.serve.requests: reloaded model_version=3")
 
 
-def test_a_wrong_format_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="expected one of text, json"):
-        log_format_from_env({"MLOPS_LOG_FORMAT": "xml"})
-    assert log_format_from_env({}) == "text"
+def test_a_wrong_format_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match="log_format") as refused:
+        Settings()
+    assert "'text' or 'json'" in str(refused.value)
+    monkeypatch.delenv("MLOPS_LOG_FORMAT")
+    assert Settings().log_format == "text"
 
 
 def test_configure_logging_renders_exceptions_as_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from mlops_assets_tests.monitoring_servers import (
     RULES,
     compress_time,
     running_alertmanager,
+    running_process,
     running_prometheus,
 )
 from mlops_assets_tests.serve_world import NAME, World
@@ -57,23 +56,6 @@ def _wait(condition: Callable[[], Any], seconds: float, what: str, every: float 
             return result
         time.sleep(every)
     pytest.fail(f"{what}: not within {seconds} s")
-
-
-@contextmanager
-def _process(command: list[str], env: dict[str, str], log: Path, **kwargs: Any) -> Iterator[Any]:
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, env=env, stdout=sink, stderr=subprocess.STDOUT, **kwargs
-        )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def _ok(url: str) -> bool:
@@ -198,10 +180,10 @@ def test_alerts_reach_the_pager_and_the_channel_and_resolve(
     rules = compress_time(RULES.read_text(), 60)
     with (
         # a lower priority: idle CPU is all its own, a busy neighbour starves it
-        _process([COMMAND, "serve"], serve_env, tmp_path / "serve.log",
-                 preexec_fn=lambda: os.nice(19)),
-        _process([COMMAND, "exporter", "--port", str(exporter_port)], exporter_env,
-                 tmp_path / "exporter.log"),
+        running_process([COMMAND, "serve"], tmp_path / "serve.log", stop_seconds=60,
+                        env=serve_env, preexec_fn=lambda: os.nice(19)),
+        running_process([COMMAND, "exporter", "--port", str(exporter_port)],
+                        tmp_path / "exporter.log", env=exporter_env),
         running_alertmanager(_alertmanager_config(receiver, tmp_path / "am"),
                              tmp_path / "alertmanager") as alertmanager,
         running_prometheus(

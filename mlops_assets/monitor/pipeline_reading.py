@@ -17,6 +17,8 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.resources.policy import PipelinePolicy
+
 #: metric name -> (help, label names): every family the exporter serves
 FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mlops_pipeline_runs": (
@@ -110,19 +112,13 @@ class Watched:
 
     freshness: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # warn, fail
     sensors: Mapping[str, float] = field(default_factory=dict)
-    drift_warn: float = 0.5
-    drift_error: float = 0.8
-    pr_auc_warn_drop: float = 0.2
-    pr_auc_error_drop: float = 0.4
-    min_label_coverage: float = 0.5
+    policy: PipelinePolicy = field(default_factory=PipelinePolicy)
     days: int = 30
 
 
 def _seconds(window: Any) -> float:
-    delta = window.to_timedelta() if hasattr(window, "to_timedelta") else window
-    if isinstance(delta, timedelta):
-        return delta.total_seconds()
-    return float(window.days * 86400 + window.seconds + window.microseconds / 1e6)
+    """Seconds of a freshness window (Dagster's ``SerializableTimeDelta``)."""
+    return window.to_timedelta().total_seconds()
 
 
 def watched_from_definitions(defs: dg.Definitions, days: int = 30) -> Watched:
@@ -136,17 +132,8 @@ def watched_from_definitions(defs: dg.Definitions, days: int = 30) -> Watched:
             warn = getattr(policy, "warn_window", None) or fail
             freshness[key.to_user_string()] = (_seconds(warn), _seconds(fail))
     sensors = {s.name: float(s.minimum_interval_seconds or 30) for s in defs.sensors or []}
-    policy = (defs.resources or {}).get("policy")
-    thresholds: dict[str, float] = {}
-    if policy is not None:
-        thresholds = {
-            "drift_warn": policy.drift_share_threshold,
-            "drift_error": policy.drift_share_error,
-            "pr_auc_warn_drop": policy.performance_warn_drop,
-            "pr_auc_error_drop": policy.performance_error_drop,
-            "min_label_coverage": policy.min_label_coverage,
-        }
-    return Watched(freshness=freshness, sensors=sensors, days=days, **thresholds)
+    policy = (defs.resources or {}).get("policy") or PipelinePolicy()
+    return Watched(freshness=freshness, sensors=sensors, policy=policy, days=days)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -295,11 +282,12 @@ def _number(value: Any) -> float | None:
 
 
 def _quality(instance: dg.DagsterInstance, watched: Watched) -> Iterable[Sample]:
-    yield Sample("mlops_drift_share_warn_threshold", (), watched.drift_warn)
-    yield Sample("mlops_drift_share_error_threshold", (), watched.drift_error)
-    yield Sample("mlops_model_pr_auc_warn_drop", (), watched.pr_auc_warn_drop)
-    yield Sample("mlops_model_pr_auc_error_drop", (), watched.pr_auc_error_drop)
-    yield Sample("mlops_model_label_coverage_min", (), watched.min_label_coverage)
+    policy = watched.policy
+    yield Sample("mlops_drift_share_warn_threshold", (), policy.drift_share_threshold)
+    yield Sample("mlops_drift_share_error_threshold", (), policy.drift_share_error)
+    yield Sample("mlops_model_pr_auc_warn_drop", (), policy.performance_warn_drop)
+    yield Sample("mlops_model_pr_auc_error_drop", (), policy.performance_error_drop)
+    yield Sample("mlops_model_label_coverage_min", (), policy.min_label_coverage)
     drift = {}
     for day, metadata in _latest_by_partition(instance, DRIFT_REPORT, watched.days).items():
         by_day = metadata.get("drift_share_by_day")
