@@ -17,6 +17,11 @@ from mlops_assets.monitor.retrain_sensor import build_retrain_sensor
 from mlops_assets.monitor.sensors import build_run_failure_alert_sensor
 from mlops_assets.partitions import daily_partitions
 from mlops_assets.registry.assets import challenger_model, champion_model
+from mlops_assets.registry.canary_assets import (
+    build_canary_sensor,
+    canary_promotion_job,
+    canary_release,
+)
 from mlops_assets.score.assets import scored_transactions
 from mlops_assets.serve.log_assets import served_predictions
 from mlops_assets.settings import load_settings
@@ -33,6 +38,7 @@ ALL_ASSETS = [
     *CANDIDATE_ASSETS,
     challenger_model,
     champion_model,
+    canary_release,
     scored_transactions,
     drift_report,
     transaction_labels,
@@ -131,6 +137,7 @@ def build_definitions() -> dg.Definitions:
             monitoring_job,
             daily_pipeline_job,
             served_predictions_job,
+            canary_promotion_job,
         ],
         schedules=[daily_pipeline_schedule, served_predictions_schedule],
         sensors=[
@@ -138,6 +145,7 @@ def build_definitions() -> dg.Definitions:
             build_stream_sensor(settings.automation_enabled),
             build_label_sensor(settings.automation_enabled),
             build_retrain_sensor(settings.automation_enabled),
+            build_canary_sensor(settings.automation_enabled),
             build_run_failure_alert_sensor(sensor_status),
             refresh_downstream_days,
         ],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,6 +193,49 @@ class Settings(BaseSettings):
     serve_shadow_alias: str = Field(
         "challenger", description="Alias of the model that scores in shadow mode."
     )
+    serve_runtime: Literal["native", "onnx"] = Field(
+        "native",
+        description="What the model service scores with: native (the family's own library) or "
+        "onnx (onnxruntime over the version's ONNX copy, served only when it passed the "
+        "onnx_matches_native parity check).",
+    )
+    serve_canary: bool = Field(
+        True,
+        description="Route a share of origin accounts to the version behind the canary alias "
+        "while that alias exists, and roll it back on a broken SLO.",
+    )
+    serve_canary_alias: str = Field("canary", description="Alias of the canary model version.")
+    serve_canary_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Share of accounts the canary decides when its version has no canary.share "
+        "tag (canary_release sets one).",
+    )
+    serve_canary_max_error_rate: float = Field(
+        0.01, ge=0, lt=1, description="Canary SLO: most failed canary model calls (share)."
+    )
+    serve_canary_max_latency_ratio: float = Field(
+        2.0, ge=1, description="Canary SLO: most canary p99 model time, in champion p99s."
+    )
+    serve_canary_max_score_shift: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Canary SLO: largest KS statistic between canary and champion scores.",
+    )
+    serve_canary_max_flagged_jump: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Canary SLO: most extra share of transactions the canary may flag.",
+    )
+    serve_canary_hold_seconds: float = Field(
+        3600.0, ge=0, description="A canary that keeps its SLOs this long is held (promotable)."
+    )
+    serve_canary_hold_rows: int = Field(
+        5000, ge=0, description="Rows the canary must decide before it can be held."
+    )
     serve_host: str = Field("127.0.0.1", description="Address `mlops-assets serve` listens on.")
     serve_port: int = Field(8080, gt=0, description="Port `mlops-assets serve` listens on.")
     feature_engine: Literal["duckdb", "spark"] = Field(
@@ -345,6 +388,19 @@ class Settings(BaseSettings):
         if value not in {"local"}:
             raise ValueError(f"MLOPS_ENVIRONMENT must be 'local' (got {value!r})")
         return value
+
+    def canary_slo(self) -> Any:
+        """The canary SLOs of these settings (``serve/canary.py``'s ``CanarySlo``)."""
+        from mlops_assets.serve.canary import CanarySlo
+
+        return CanarySlo(
+            max_error_rate=self.serve_canary_max_error_rate,
+            max_latency_ratio=self.serve_canary_max_latency_ratio,
+            max_score_shift=self.serve_canary_max_score_shift,
+            max_flagged_jump=self.serve_canary_max_flagged_jump,
+            hold_seconds=self.serve_canary_hold_seconds,
+            hold_rows=self.serve_canary_hold_rows,
+        )
 
     @cached_property
     def home_path(self) -> Path:

@@ -163,6 +163,22 @@ def model_service() -> dict[str, Any]:
                 unit="percentunit",
             ),
             _panel(
+                "Canary: share of accounts, rows and rollbacks",
+                [
+                    ('max(mlops_serve_canary_share{job="model-service"})', "share"),
+                    (
+                        'sum by (outcome) (rate(mlops_serve_canary_rows_total{job="model-service"}[5m]))',
+                        "rows {{outcome}}/s",
+                    ),
+                    (
+                        'sum by (version, rule) (mlops_serve_canary_rollbacks_total{job="model-service"})',
+                        "rolled back v{{version}} ({{rule}})",
+                    ),
+                ],
+                description="The canary's share of origin accounts (0: none in traffic), the rows "
+                "it decided or that fell back to the champion, and its rollbacks by SLO.",
+            ),
+            _panel(
                 "Prediction log: rows written and dropped, pending",
                 [
                     (

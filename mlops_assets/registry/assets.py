@@ -1,11 +1,13 @@
 """The promotion assets: ``challenger_model`` (with the blocking gate) and ``champion_model``."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import dagster as dg
 from pydantic import Field
 
 from mlops_assets.features.definition import LABEL_COLUMN
+from mlops_assets.registry.canary import record_promoted
 from mlops_assets.registry.champion import AliasedModel, find_alias, load_scorer
 from mlops_assets.registry.gate import decide
 from mlops_assets.registry.versions import (
@@ -126,8 +128,14 @@ def challenger_model(
 
 
 class ChampionConfig(dg.Config):
-    """Promote the gated challenger (default), or roll back to an earlier champion."""
+    """Promote the gated challenger (default) or a given version (a held canary), or roll back
+    to an earlier champion."""
 
+    promote_version: int | None = Field(
+        None,
+        description="Promote this version (a canary that held its SLOs) instead of the latest "
+        "challenger; its gate decision must have passed.",
+    )
     rollback_to_version: int | None = Field(
         None, description="Make this earlier champion version the champion again."
     )
@@ -143,21 +151,28 @@ def champion_model(
 ) -> dg.MaterializeResult:
     """The model version behind the `champion` alias, which batch scoring loads. Moves only to a
     challenger whose gate decision passed (recorded on the version), or, with
-    `rollback_to_version`, back to an earlier champion; every move is recorded on the versions
-    (`promoted_at`, `previous_champion`, `replaced_by`, `rollback.*`) and in this asset's
-    history."""
+    `rollback_to_version`, back to an earlier champion, or with `promote_version` to a canary
+    that held its SLOs (`canary_sensor` asks for it; the gate rules still apply); every move
+    is recorded on the versions (`promoted_at`, `previous_champion`, `replaced_by`,
+    `rollback.*`) and in this asset's history."""
     client = mlflow_tracking.client()
     run_id = context.run.run_id
     try:
+        if config.rollback_to_version is not None and config.promote_version is not None:
+            raise RegistryError("give either rollback_to_version or promote_version, not both")
         if config.rollback_to_version is not None:
             move = rollback(
                 client, policy.model_name, str(config.rollback_to_version), config.reason, run_id
             )
+        elif config.promote_version is not None:
+            move = promote(client, policy.model_name, str(config.promote_version), run_id)
+            move = replace(move, reason=config.reason or move.reason)
         else:
             version = str(latest_metadata(context, "challenger_model")["model_version"])
             move = promote(client, policy.model_name, version, run_id)
     except RegistryError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
+    record_promoted(client, policy.model_name, move.version)  # leaves the canary alias
     champion = find_alias(client, policy.model_name, CHAMPION)
     assert champion is not None
     context.log.info(

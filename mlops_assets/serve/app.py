@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from mlops_assets.features.online_engine import prepare as prepare_online_features
+from mlops_assets.serve.canary import CanarySlo
+from mlops_assets.serve.canary_control import CanaryController, CanaryRecorder, RegistryRecorder
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.observe import ObserveRequests, error_response
 from mlops_assets.serve.online_features import (
@@ -67,6 +69,11 @@ class ServeConfig:
     log_compact_every: int = 50
     shadow: bool = False
     shadow_alias: str = "challenger"
+    canary: bool = True  # route a share of accounts to the canary alias while it exists
+    canary_alias: str = "canary"
+    canary_share: float = 0.05  # when the canary version carries no canary.share tag
+    canary_slo: CanarySlo = field(default_factory=CanarySlo)
+    canary_judge_seconds: float = 0.25
 
 
 class ServiceState:
@@ -81,6 +88,8 @@ class ServiceState:
         history_version: Callable[[], int | None] | None = None,
         log_writer: Callable[[pa.Table], int | None] | None = None,
         shadow_holder: ModelHolder | None = None,
+        canary_holder: ModelHolder | None = None,
+        canary_recorder: CanaryRecorder | None = None,
     ) -> None:
         self.holder = holder
         self.history_loader = history_loader
@@ -122,11 +131,34 @@ class ServiceState:
         )
         if self.shadow_holder is not None:
             metrics.model_version.labels(config.model_name, config.shadow_alias).set(0)
+        self.canary = (
+            CanaryController(
+                canary_holder,
+                holder,
+                config.canary_slo,
+                config.canary_share,
+                recorder=canary_recorder,
+                judge_seconds=config.canary_judge_seconds,
+                on_rollback=lambda version, rule: metrics.canary_rollbacks.labels(
+                    version, rule
+                ).inc(),
+                on_rows=lambda outcome, rows: metrics.canary_rows.labels(outcome).inc(rows),
+            )
+            if config.canary and canary_holder is not None
+            else None
+        )
+        if self.canary is not None:
+            canary = self.canary
+            metrics.model_version.labels(config.model_name, config.canary_alias).set_function(
+                lambda: float(canary.route.model.version) if canary.route else 0.0
+            )
+            metrics.canary_share.set_function(lambda: canary.route.share if canary.route else 0.0)
         self.worker = ScoringWorker(
             holder,
             self.features,
             max_rows=config.max_batch_size,
             on_scored=self._on_scored,
+            canary=self.canary,
         )
         self.refresher = (
             PeriodicRefresh(self.poll, config.refresh_seconds)
@@ -149,6 +181,8 @@ class ServiceState:
             self.log.start()
         if self.shadow is not None:
             self.shadow.start()
+        if self.canary is not None:
+            self.canary.start()
         if self.refresher is not None:
             self.refresher.start()
 
@@ -156,6 +190,8 @@ class ServiceState:
         """Stop polling, score what is queued, let the shadow finish, write the log."""
         if self.refresher is not None:
             self.refresher.stop()
+        if self.canary is not None:
+            self.canary.stop()
         self.worker.stop()
         if self.shadow is not None:
             self.shadow.stop()
@@ -228,6 +264,8 @@ class ServiceState:
         result = outcome.as_dict()
         if self.shadow_holder is not None:
             result["shadow"] = self.reload_shadow(force)
+        if self.canary is not None:
+            result["canary"] = self.canary.reload(force)
         return result
 
     def reload_shadow(self, force: bool = False) -> dict[str, Any]:
@@ -278,7 +316,8 @@ class ServiceState:
                 "last_version": self.log.last_version,
                 "last_error": self.log.last_error,
             }
-        return {"shadow": shadow, "prediction_log": prediction_log}
+        canary = self.canary.info() if self.canary is not None else None
+        return {"shadow": shadow, "canary": canary, "prediction_log": prediction_log}
 
 
 def create_app(
@@ -288,12 +327,25 @@ def create_app(
     history_version: Callable[[], int | None] | None = None,
     log_writer: Callable[[pa.Table], int | None] | None = None,
     shadow_holder: ModelHolder | None = None,
+    canary_holder: ModelHolder | None = None,
+    canary_recorder: CanaryRecorder | None = None,
 ) -> FastAPI:
     """The service over a model holder and a history loader (called at start, on reload and
     when ``history_version`` moves); ``log_writer`` appends the prediction log's micro-batches
-    (none: no log); ``shadow_holder`` holds the shadow model when ``config.shadow`` is on."""
+    (none: no log); ``shadow_holder`` holds the shadow model when ``config.shadow`` is on;
+    ``canary_holder`` the canary when ``config.canary`` is on, whose outcomes go to
+    ``canary_recorder``."""
     config = config or ServeConfig()
-    state = ServiceState(holder, history_loader, config, history_version, log_writer, shadow_holder)
+    state = ServiceState(
+        holder,
+        history_loader,
+        config,
+        history_version,
+        log_writer,
+        shadow_holder,
+        canary_holder,
+        canary_recorder,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -306,9 +358,7 @@ def create_app(
     app = FastAPI(title="mlops_assets fraud scoring", lifespan=lifespan)
     app.state.service = state
 
-    app.add_middleware(
-        ObserveRequests, metrics=state.metrics, max_body_bytes=config.max_body_bytes
-    )
+    app.add_middleware(ObserveRequests, metrics=state.metrics, max_body_bytes=config.max_body_bytes)
 
     async def read_json(request: Request) -> Any:
         body = bytearray()
@@ -360,18 +410,22 @@ def create_app(
                 "fraud" if prediction["is_fraud_predicted"] else "legit"
             ).inc()
         loaded = scored.model
-        request.state.model_version = int(loaded.version)
         request.state.transactions = len(predictions)
-        common = {
-            "model_name": loaded.model.name,
-            "model_version": int(loaded.version),
-            "model_alias": loaded.model.alias,
-            "threshold": loaded.threshold,
-            "latency_ms": (time.perf_counter() - started) * 1000.0,
-        }
-        if batch:
+        if batch:  # each prediction names its version; the champion's is the batch's
+            request.state.model_version = int(loaded.version)
+            common = {
+                "model_name": loaded.model.name,
+                "model_version": int(loaded.version),
+                "model_alias": loaded.model.alias,
+                "threshold": loaded.threshold,
+                "latency_ms": (time.perf_counter() - started) * 1000.0,
+            }
             return JSONResponse({"predictions": predictions, "count": len(predictions), **common})
-        return JSONResponse({**predictions[0], **common})
+        request.state.model_version = predictions[0]["model_version"]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return JSONResponse(
+            {**predictions[0], "model_name": loaded.model.name, "latency_ms": latency_ms}
+        )
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
@@ -459,6 +513,7 @@ def create_app_from_resources(
     config = config or ServeConfig()
     holder = ModelHolder(mlflow_tracking.client, config.model_name, config.model_alias)
     shadow = ModelHolder(mlflow_tracking.client, config.model_name, config.shadow_alias)
+    canary = ModelHolder(mlflow_tracking.client, config.model_name, config.canary_alias)
     log_target = log_lake or lake
     return create_app(
         holder,
@@ -469,6 +524,8 @@ def create_app_from_resources(
         if log_predictions
         else None,
         shadow_holder=shadow if config.shadow else None,
+        canary_holder=canary if config.canary else None,
+        canary_recorder=RegistryRecorder(mlflow_tracking.client),
     )
 
 
@@ -492,6 +549,10 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "log_compact_every": settings.serve_log_compact_every,
         "shadow": settings.serve_shadow,
         "shadow_alias": settings.serve_shadow_alias,
+        "canary": settings.serve_canary,
+        "canary_alias": settings.serve_canary_alias,
+        "canary_share": settings.serve_canary_share,
+        "canary_slo": settings.canary_slo(),
     }
     config = ServeConfig(**{**values, **overrides})
     return create_app_from_resources(

@@ -100,6 +100,15 @@ class ModelHolder:
         self._reload_lock = threading.Lock()  # one load at a time
         self.last_error: str | None = None
         self.last_reload: ReloadOutcome | None = None
+        #: what the alias pointed at on the last reload, tags included (None: no such alias),
+        #: even when the version did not change and was not loaded again
+        self.resolved: AliasedModel | None = None
+
+    def clear(self) -> LoadedModel | None:
+        """Stop holding a model (its alias was removed); the model it held."""
+        with self._swap_lock:
+            dropped, self._current = self._current, None
+        return dropped
 
     @property
     def current(self) -> LoadedModel | None:
@@ -115,6 +124,7 @@ class ModelHolder:
             previous_version = previous.version if previous else None
             try:
                 found = find_alias(self._client_factory(), self.name, self.alias)
+                self.resolved = found
                 if found is None:
                     raise LookupError(f"no MLflow model version {self.name}@{self.alias}")
                 if previous is not None and found.version == previous.version and not force:

@@ -93,14 +93,10 @@ def log_table(records: Sequence[ServedRecord]) -> pa.Table:
     columns |= {
         "fraud_score": pa.array(np.concatenate([p.scores for p in passes]), pa.float64()),
         "is_fraud_predicted": pa.array(np.concatenate([p.decisions for p in passes]), pa.bool_()),
-        "threshold": pa.array(np.repeat([p.model.threshold for p in passes], rows), pa.float64()),
+        "threshold": pa.array(np.concatenate([p.row_thresholds() for p in passes]), pa.float64()),
         "model_name": pa.array(np.repeat([p.model.model.name for p in passes], rows), pa.string()),
-        "model_alias": pa.array(
-            np.repeat([p.model.model.alias for p in passes], rows), pa.string()
-        ),
-        "model_version": pa.array(
-            np.repeat([int(p.model.version) for p in passes], rows), pa.int64()
-        ),
+        "model_alias": pa.array(np.concatenate([p.row_aliases() for p in passes]), pa.string()),
+        "model_version": pa.array(np.concatenate([p.row_versions() for p in passes]), pa.int64()),
         "endpoint": pa.array(
             np.repeat([e for p in passes for e in p.endpoints], sizes), pa.string()
         ),

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mlops_assets.serve.canary_control import CanaryController
 from mlops_assets.serve.model_holder import LoadedModel, ModelHolder
 from mlops_assets.serve.online_features import OnlineFeatures
 
@@ -46,10 +47,10 @@ class ScoreJob:
 @dataclass(frozen=True)
 class ScoredPass:
     """One pass of the scoring thread: the features, scores and decisions of all its requests
-    (rows in request order), from one model version. Shared, never copied, by the requests'
-    answers, the shadow scorer and the prediction log."""
+    (rows in request order), served by the champion and, on the rows routed to it, a canary.
+    Shared, never copied, by the requests' answers, the shadow scorer and the prediction log."""
 
-    model: LoadedModel
+    model: LoadedModel  # the champion: it scored every row and decided the unrouted ones
     table: pa.Table  # the features as computed (``transaction_features`` columns)
     features: pd.DataFrame | None  # the same, as the model reads them (None once logged)
     transaction_ids: np.ndarray
@@ -59,10 +60,36 @@ class ScoredPass:
     sizes: list[int]  # rows per request
     latencies_ms: list[float]  # per request: from arrival to scores (queue wait included)
     served_at: datetime
+    canary: LoadedModel | None = None  # the canary that decided ``canary_rows``
+    canary_rows: np.ndarray | None = None  # bool mask: rows decided by the canary
 
     @property
     def rows(self) -> int:
         return len(self.scores)
+
+    def _per_row(self, champion: Any, canary: Any, dtype: Any) -> np.ndarray:
+        values = np.full(self.rows, champion, dtype=dtype)
+        if self.canary is not None and self.canary_rows is not None:
+            values[self.canary_rows] = canary
+        return values
+
+    def row_versions(self) -> np.ndarray:
+        """The model version that decided each row."""
+        canary = int(self.canary.version) if self.canary else 0
+        return self._per_row(int(self.model.version), canary, np.int64)
+
+    def row_thresholds(self) -> np.ndarray:
+        canary = self.canary.threshold if self.canary else 0.0
+        return self._per_row(self.model.threshold, canary, np.float64)
+
+    def row_aliases(self) -> np.ndarray:
+        canary = self.canary.model.alias if self.canary else ""
+        return self._per_row(self.model.model.alias, canary, object)
+
+    def deciding_model(self, row: int) -> LoadedModel:
+        if self.canary is not None and self.canary_rows is not None and self.canary_rows[row]:
+            return self.canary
+        return self.model
 
     def without_frame(self) -> ScoredPass:
         """The pass without its pandas frame: what waits in the prediction log holds a few
@@ -84,17 +111,25 @@ class Scored:
         return self.scored_pass.model
 
     def predictions(self) -> list[dict[str, Any]]:
+        """Each row's answer, naming the version (and alias) that decided it."""
         scored = self.scored_pass
+        window = slice(self.start, self.end)
         return [
             {
                 "transaction_id": transaction_id,
                 "fraud_score": score,
                 "is_fraud_predicted": decision,
+                "model_version": version,
+                "model_alias": alias,
+                "threshold": threshold,
             }
-            for transaction_id, score, decision in zip(
-                scored.transaction_ids[self.start : self.end].tolist(),
-                scored.scores[self.start : self.end].tolist(),
-                scored.decisions[self.start : self.end].tolist(),
+            for transaction_id, score, decision, version, alias, threshold in zip(
+                scored.transaction_ids[window].tolist(),
+                scored.scores[window].tolist(),
+                scored.decisions[window].tolist(),
+                scored.row_versions()[window].tolist(),
+                scored.row_aliases()[window].tolist(),
+                scored.row_thresholds()[window].tolist(),
                 strict=True,
             )
         ]
@@ -121,8 +156,10 @@ class ScoringWorker:
         features: OnlineFeatures,
         max_rows: int = 1000,
         on_scored: Callable[[ScoredPass], None] | None = None,
+        canary: CanaryController | None = None,
     ) -> None:
         self.holder = holder
+        self.canary = canary
         self.features = features
         self.max_rows = max_rows
         self.on_scored = on_scored
@@ -185,12 +222,23 @@ class ScoringWorker:
         try:
             table = self.features.compute_groups([job.rows for job in jobs])
             features = table.to_pandas()
+            started = time.perf_counter()
             scores, decisions = score_frame(model, features)
+            champion_ms = (time.perf_counter() - started) * 1000.0
         except Exception as error:  # one bad pass fails its requests, not the thread
             log.exception("scoring pass of %d request(s) failed", len(jobs))
             for job in jobs:
                 job.future.set_exception(error)
             return
+        canary = (
+            self.canary.score(features, scores, decisions, champion_ms)
+            if self.canary is not None
+            else None
+        )
+        if canary is not None:  # the routed rows get the canary's verdicts
+            scores, decisions = scores.copy(), decisions.copy()
+            scores[canary.rows] = canary.scores
+            decisions[canary.rows] = canary.decisions
         finished = time.perf_counter()
         scored = ScoredPass(
             model=model,
@@ -203,6 +251,8 @@ class ScoringWorker:
             sizes=[len(job.rows) for job in jobs],
             latencies_ms=[(finished - job.received) * 1000.0 for job in jobs],
             served_at=datetime.now(UTC),
+            canary=canary.model if canary is not None else None,
+            canary_rows=canary.rows if canary is not None else None,
         )
         start = 0
         for job in jobs:

@@ -87,6 +87,24 @@ class ServiceMetrics:
             "Rows where the shadow model's decision differs from the served one.",
             registry=self.registry,
         )
+        self.canary_share = Gauge(
+            "mlops_serve_canary_share",
+            "Share of origin accounts routed to the canary (0: no canary in traffic).",
+            registry=self.registry,
+        )
+        self.canary_rows = Counter(
+            "mlops_serve_canary_rows",
+            "Rows routed to the canary, by outcome (served by it, or fallback: its call failed "
+            "and the champion's scores were served).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.canary_rollbacks = Counter(
+            "mlops_serve_canary_rollbacks",
+            "Canaries taken out of traffic for a broken SLO, by version and rule.",
+            ["version", "rule"],
+            registry=self.registry,
+        )
         self.pass_requests = Histogram(
             "mlops_serve_scoring_pass_requests",
             "Requests scored together in one pass of the scoring thread.",
