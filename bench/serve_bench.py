@@ -16,8 +16,15 @@ transactions' batch features (one row at a time, and in batches of the same size
 request must compute (the contract parse, the features over the request and its accounts'
 history with the online runner, and the model), called bare.
 
-Target (issue 7): p99 of single predictions under 25 ms at 200 requests/s on a 2-core machine.
-Usage: ``.venv/bin/python bench/serve_bench.py [--rate 200] [--seconds 30] [--strict]``.
+Then the runtimes and explanations: the same single and batch loads with the service on the
+ONNX runtime (``MLOPS_SERVE_RUNTIME=onnx``), and both runtimes again with the MLP as champion,
+each against its bare scorer in this process; and the p99 cost of ``?explain=true`` on single
+XGBoost predictions (same rate, native runtime).
+
+Targets: p99 of single predictions under 25 ms at 200 requests/s on a 2-core machine (issue 7);
+ONNX at least as fast as native, and ``explain=true`` under 2 ms p99 extra (issue 15).
+Usage: ``.venv/bin/python bench/serve_bench.py [--rate 200] [--seconds 30] [--strict]
+[--families xgboost,mlp] [--runtimes native,onnx]``.
 """
 
 from __future__ import annotations
@@ -72,6 +79,60 @@ def build_world(home: Path, rows_per_day: int) -> None:
         key=lambda v: int(v.version),
     )
     client.set_registered_model_alias(settings.model_name, "champion", xgboost.version)
+
+
+def set_champion(family: str) -> str:
+    """Put ``champion`` on the latest version of ``family``; its number."""
+    from mlops_assets.environment import build_resources
+    from mlops_assets.settings import Settings
+
+    settings = Settings()
+    client = build_resources(settings)["mlflow_tracking"].client()
+    versions = client.search_model_versions(f"name='{settings.model_name}'")
+    chosen = max(
+        (v for v in versions if v.tags.get("model_family") == family),
+        key=lambda v: int(v.version),
+    )
+    client.set_registered_model_alias(settings.model_name, "champion", chosen.version)
+    return str(chosen.version)
+
+
+def champion_scorer(runtime: str) -> Any:
+    from mlops_assets.environment import build_resources
+    from mlops_assets.registry.champion import find_alias, load_scorer
+    from mlops_assets.settings import Settings
+
+    settings = Settings()
+    model = find_alias(
+        build_resources(settings)["mlflow_tracking"].client(), settings.model_name, "champion"
+    )
+    assert model is not None
+    return load_scorer(model, runtime=runtime)
+
+
+def start_server(work: Path, runtime: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``mlops-assets serve`` on a free port with that runtime, once ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_env = os.environ | {
+        "MLOPS_SERVE_PORT": str(port),
+        "MLOPS_SERVE_REFRESH_SECONDS": "0",
+        "MLOPS_SERVE_RUNTIME": runtime,
+    }
+    with open(work / f"{name}.log", "wb") as server_log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlops-assets"), "serve"],
+            env=server_env,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_ready(url)
+    return server, url
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
 
 
 def requests_and_features() -> tuple[list[dict[str, Any]], Any, Any]:
@@ -133,6 +194,17 @@ def floor(scorer: Any, features: Any, batch_size: int, calls: int) -> dict[str, 
     return percentiles(np.asarray(latencies[10:]))
 
 
+def explain_floor(scorer: Any, features: Any, calls: int) -> dict[str, float]:
+    """Latency of the scorer's ``explain`` of one row (top 5), bare."""
+    latencies = []
+    for i in range(calls):
+        rows = features.iloc[i % len(features) : i % len(features) + 1]
+        began = time.perf_counter()
+        scorer.explain(rows, 5)
+        latencies.append((time.perf_counter() - began) * 1000.0)
+    return percentiles(np.asarray(latencies[20:]))
+
+
 def percentiles(latencies: np.ndarray) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 95, 99)} | {
         "max": float(latencies.max())
@@ -173,7 +245,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_load(
-    url: str, work: Path, bodies_file: Path, users: int, seconds: int, batch: int, server_pid: int
+    url: str,
+    work: Path,
+    bodies_file: Path,
+    users: int,
+    seconds: int,
+    batch: int,
+    server_pid: int,
+    query: str = "",
 ) -> dict[str, Any]:
     """Offer ``users`` requests/s for ``seconds`` with locust; exact latencies back, with the
     CPU the service and the load generator used (in cores, over the run)."""
@@ -182,6 +261,7 @@ def run_load(
         "SERVE_BENCH_REQUESTS": str(bodies_file),
         "SERVE_BENCH_BATCH": str(batch),
         "SERVE_BENCH_OUT": str(out),
+        "SERVE_BENCH_QUERY": query,
     }
     command = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "serve_locustfile.py"),
@@ -230,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--families", default="xgboost,mlp", help="champions to compare runtimes")
+    parser.add_argument(
+        "--runtimes", default="native,onnx", help="runtimes to compare (empty: none)"
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
@@ -244,19 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         bodies_file = work / "requests.json"
         bodies_file.write_text(json.dumps(bodies))
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server_env = os.environ | {
-            "MLOPS_SERVE_PORT": str(port),
-            "MLOPS_SERVE_REFRESH_SECONDS": "0",
-        }
-        with open(work / "server.log", "wb") as server_log:
-            server = subprocess.Popen(
-                [str(Path(sys.executable).parent / "mlops-assets"), "serve"],
-                env=server_env,
-                stdout=server_log,
-                stderr=subprocess.STDOUT,
-            )
+        server, url = start_server(work, "native", "server")
         ready = wait_ready(url)
         print(f"service ready (model v{ready['model_version']})", flush=True)
 
@@ -272,14 +344,47 @@ def main(argv: list[str] | None = None) -> int:
         scored = metric(url, "mlops_serve_scoring_pass_requests_sum")
         time.sleep(6)  # one prediction-log flush interval
         logged = metric(url, 'mlops_serve_prediction_log_rows_total{outcome="written"}')
+        explained = run_load(
+            url, work, bodies_file, args.rate, args.seconds, 0, server.pid, query="explain=true"
+        )
+        stop_server(server)
+        server = None
 
         floor_single = floor(scorer, features, 1, 2000)
         floor_compute = compute_floor(bodies, scorer, 500)
         floor_batch = floor(scorer, features, args.batch_size, 300)
+        floor_explain = explain_floor(scorer, features, 1000)
+
+        compared: dict[tuple[str, str], dict[str, Any]] = {}
+        runtimes = [r for r in args.runtimes.split(",") if r.strip()]
+        for family in [f for f in args.families.split(",") if f.strip()] if runtimes else []:
+            version = set_champion(family)
+            for runtime in runtimes:
+                bare = champion_scorer(runtime)
+                if (family, runtime) == ("xgboost", "native"):
+                    loads = {"single": single, "batch": batch}
+                else:
+                    server, url = start_server(work, runtime, f"server_{family}_{runtime}")
+                    print(f"service ready ({family} v{version}, {runtime})", flush=True)
+                    loads = {
+                        "single": run_load(
+                            url, work, bodies_file, args.rate, args.seconds, 0, server.pid
+                        ),
+                        "batch": run_load(
+                            url, work, bodies_file, args.batch_rate, args.seconds,
+                            args.batch_size, server.pid,
+                        ),
+                    }  # fmt: skip
+                    stop_server(server)
+                    server = None
+                compared[(family, runtime)] = loads | {
+                    "bare_single": floor(bare, features, 1, 1000),
+                    "bare_batch": floor(bare, features, args.batch_size, 200),
+                }
+        set_champion("xgboost")
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            stop_server(server)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -321,6 +426,42 @@ def main(argv: list[str] | None = None) -> int:
         f"scoring passes held {scored / max(passes, 1):.2f} requests on average; "
         f"{logged:.0f} predictions written to served_predictions"
     )
+    print(
+        f"single /predict?explain=true at {args.rate}/s (XGBoost, native): "
+        f"{explained['requests']} requests, {explained['errors']} errors; latency ms p50 "
+        f"{explained['p50']:.1f} p99 {explained['p99']:.1f}; extra over plain p50 "
+        f"{explained['p50'] - single['p50']:+.2f} p99 {explained['p99'] - single['p99']:+.2f} ms "
+        f"(target < 2 ms p99 extra: "
+        f"{'met' if explained['p99'] - single['p99'] < 2.0 else 'MISSED'}); bare explain of "
+        f"one row p50 {floor_explain['p50']:.2f} p99 {floor_explain['p99']:.2f} ms"
+    )
+    if compared:
+        print("\n== runtimes: native vs ONNX (same service, same load) ==")
+    for family in dict.fromkeys(f for f, _ in compared):
+        rows = {r: compared[(f, r)] for f, r in compared if f == family}
+        for runtime, loads in rows.items():
+            one, many = loads["single"], loads["batch"]
+            print(
+                f"{family} {runtime}: single at {args.rate}/s p50 {one['p50']:.1f} p99 "
+                f"{one['p99']:.1f} ms ({one['errors']} errors); batch of {args.batch_size} p50 "
+                f"{many['p50']:.1f} p99 {many['p99']:.1f} ms, "
+                f"{many['throughput_rps'] * args.batch_size:.0f} transactions/s; bare scorer "
+                f"1 row p50 {loads['bare_single']['p50']:.3f} p99 "
+                f"{loads['bare_single']['p99']:.3f} ms, {args.batch_size} rows p50 "
+                f"{loads['bare_batch']['p50']:.3f} ms"
+            )
+        if {"native", "onnx"} <= rows.keys():
+            native, onnx_ = rows["native"], rows["onnx"]
+            ratio_p50 = onnx_["single"]["p50"] / native["single"]["p50"]
+            ratio_p99 = onnx_["single"]["p99"] / native["single"]["p99"]
+            bare_ratio = onnx_["bare_single"]["p50"] / native["bare_single"]["p50"]
+            batch_ratio = onnx_["bare_batch"]["p50"] / native["bare_batch"]["p50"]
+            fast = ratio_p99 <= 1.05 and bare_ratio <= 1.0
+            print(
+                f"  {family} onnx/native: service p50 {ratio_p50:.2f}x p99 {ratio_p99:.2f}x; "
+                f"bare 1 row {bare_ratio:.2f}x, {args.batch_size} rows {batch_ratio:.2f}x "
+                f"(target ONNX at least as fast: {'met' if fast else 'MISSED'})"
+            )
     met = single["p99"] < TARGET_P99_MS and single["errors"] == 0
     met = met and single["throughput_rps"] >= 0.95 * args.rate
     print(

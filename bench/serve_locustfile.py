@@ -3,7 +3,8 @@ a Poisson process on its own clock, so the number of users is the offered rate (
 whatever the latency (an open loop, as long as a user's answer comes before its next send).
 
 Reads ``SERVE_BENCH_REQUESTS`` (a JSON list of request bodies), ``SERVE_BENCH_BATCH`` (0: single
-``/predict``; n: ``/predict/batch`` of n) and writes every request's exact latency and status
+``/predict``; n: ``/predict/batch`` of n), ``SERVE_BENCH_QUERY`` (a query string for every
+request, e.g. ``explain=true``; empty: none) and writes every request's exact latency and status
 to ``SERVE_BENCH_OUT`` (JSON) when the run ends.
 """
 
@@ -23,6 +24,7 @@ from locust import FastHttpUser, events, task
 _REQUESTS: list[dict[str, Any]] = json.loads(Path(os.environ["SERVE_BENCH_REQUESTS"]).read_text())
 _BATCH = int(os.environ.get("SERVE_BENCH_BATCH", "0"))
 _OUT = os.environ["SERVE_BENCH_OUT"]
+_QUERY = f"?{os.environ['SERVE_BENCH_QUERY']}" if os.environ.get("SERVE_BENCH_QUERY") else ""
 _LOCK = threading.Lock()
 _NEXT = itertools.count()
 _JSON = {"Content-Type": "application/json"}
@@ -75,7 +77,7 @@ class ServiceUser(FastHttpUser):
         # waits for the server's delayed ACK under Nagle: about 40 ms of client artefact)
         if _BATCH:
             body = json.dumps({"transactions": _take(_BATCH)}).encode()
-            self.client.post("/predict/batch", data=body, headers=_JSON, name="batch")
+            self.client.post(f"/predict/batch{_QUERY}", data=body, headers=_JSON, name="batch")
         else:
             body = json.dumps(_take(1)[0]).encode()
-            self.client.post("/predict", data=body, headers=_JSON, name="single")
+            self.client.post(f"/predict{_QUERY}", data=body, headers=_JSON, name="single")

@@ -23,6 +23,7 @@ from mlops_assets.registry.canary_assets import (
     canary_release,
 )
 from mlops_assets.score.assets import scored_transactions
+from mlops_assets.score.explanations import fraud_explanations
 from mlops_assets.serve.log_assets import served_predictions
 from mlops_assets.settings import load_settings
 from mlops_assets.train.assets import CANDIDATE_ASSETS, TUNING_ASSETS, training_set
@@ -40,6 +41,7 @@ ALL_ASSETS = [
     champion_model,
     canary_release,
     scored_transactions,
+    fraud_explanations,
     drift_report,
     transaction_labels,
     model_performance,

@@ -26,6 +26,8 @@ VALIDATED_TRANSACTIONS = LakeTable("silver", "validated_transactions")
 QUARANTINED_TRANSACTIONS = LakeTable("silver", "quarantined_transactions")
 TRANSACTION_FEATURES = LakeTable("gold", "transaction_features")
 SCORED_TRANSACTIONS = LakeTable("gold", "scored_transactions")
+#: Top feature contributions of the flagged transactions (``fraud_explanations``).
+FRAUD_EXPLANATIONS = LakeTable("gold", "fraud_explanations")
 TRANSACTION_LABELS = LakeTable("silver", "transaction_labels")
 #: Written by the online model service (one commit every few seconds per replica), and kept
 #: compact by it and by the ``served_predictions`` asset. The removed files and commit files of
@@ -47,6 +49,7 @@ ALL_TABLES = (
     QUARANTINED_TRANSACTIONS,
     TRANSACTION_FEATURES,
     SCORED_TRANSACTIONS,
+    FRAUD_EXPLANATIONS,
     TRANSACTION_LABELS,
     SERVED_PREDICTIONS,
 )

@@ -25,12 +25,14 @@ EXPECTED_ASSETS = {
     "transaction_features",
     *TRAIN,
     "scored_transactions",
+    "fraud_explanations",
     "drift_report",
     "transaction_labels",
     "model_performance",
     "served_predictions",
+    "canary_release",
 }
-MODEL_ASSETS = TRAIN
+MODEL_ASSETS = [*TRAIN, "canary_release"]
 
 
 def specs() -> list[dg.AssetSpec]:
@@ -56,6 +58,7 @@ def test_data_assets_are_daily_partitioned_and_models_are_not() -> None:
         "quarantined_transactions",
         "transaction_features",
         "scored_transactions",
+        "fraud_explanations",
         "drift_report",
         "transaction_labels",
         "model_performance",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,16 +65,109 @@ def resolve_alias(mlflow_tracking: MlflowTracking, name: str, alias: str) -> Ali
     return found
 
 
+RUNTIMES = ("native", "onnx")
+
+
+class ModelScorer:
+    """A loaded version as a function from a feature frame to fraud probabilities
+    (``scorer(frame) -> np.ndarray``), scored by its ``runtime`` (``native``: the family's own
+    library; ``onnx``: onnxruntime over the version's exported ONNX copy), and able to
+    ``explain`` rows with the native model (loaded on first use by an ONNX scorer)."""
+
+    def __init__(
+        self,
+        model: AliasedModel,
+        runtime: str,
+        score: Callable[[pd.DataFrame], np.ndarray],
+        native: Any = None,
+        threads: int | None = None,
+    ) -> None:
+        self.model = model
+        self.runtime = runtime
+        self._score = score
+        self._native = native
+        self._threads = threads
+        self._explainer: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return self._score(frame)
+
+    def native_model(self) -> Any:
+        """The family's own model object (loaded now if this scorer runs on ONNX)."""
+        if self._native is None:
+            with self._lock:
+                if self._native is None:
+                    self._native = _load_native(self.model, self._threads)
+        return self._native
+
+    def explain(self, frame: pd.DataFrame, top_k: int = 5) -> list[list[dict[str, Any]]]:
+        """Per row, the ``top_k`` feature contributions (log-odds) of largest magnitude."""
+        from mlops_assets.train.explain import explain
+
+        return explain(self.model.family, self._explaining_model(), frame).top(top_k)
+
+    def _explaining_model(self) -> Any:
+        """The native model, for XGBoost as a one-thread copy of its booster: explanations
+        run beside the scoring thread, and two OpenMP teams on the same cores stall both."""
+        if self._explainer is None:
+            native = self.native_model()
+            with self._lock:
+                if self._explainer is None and hasattr(native, "get_booster"):
+                    booster = native.get_booster().copy()
+                    booster.set_param({"nthread": 1})
+                    self._explainer = booster
+                elif self._explainer is None:
+                    self._explainer = native
+        return self._explainer
+
+
+def _load_native(model: AliasedModel, threads: int | None) -> Any:
+    from mlops_assets.train.families import family
+
+    loaded = family(model.family).load(model.uri)
+    if threads is not None and hasattr(loaded, "get_booster"):
+        loaded.get_booster().set_param({"nthread": threads})
+    return loaded
+
+
 def load_scorer(
-    model: AliasedModel, threads: int | None = None
-) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A function from a feature frame to fraud probabilities, for that version's family;
-    ``threads`` limits an XGBoost model's prediction threads (1 for a few rows at a time: no
-    OpenMP hand-offs between cores another process may hold)."""
+    model: AliasedModel, threads: int | None = None, runtime: str = "native"
+) -> ModelScorer:
+    """A scorer (feature frame -> fraud probabilities) for that version's family.
+
+    ``threads`` limits the prediction threads (XGBoost's, or onnxruntime's intra-op threads; 1
+    for a few rows at a time: no hand-offs between cores another process may hold).
+    ``runtime="onnx"`` scores with onnxruntime over the version's ``onnx.artifact``; a version
+    without an ONNX copy that passed its parity check is refused with a ``ValueError`` that
+    says so (a model holder then keeps the version it serves)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"Unknown scoring runtime {runtime!r}; expected one of {RUNTIMES}")
+    if runtime == "onnx":
+        return _onnx_scorer(model, threads)
     from mlops_assets.train.families import family
 
     model_family = family(model.family)
-    loaded = model_family.load(model.uri)
-    if threads is not None and hasattr(loaded, "get_booster"):
-        loaded.get_booster().set_param({"nthread": threads})
-    return lambda frame: model_family.scores(loaded, frame)
+    loaded = _load_native(model, threads)
+    return ModelScorer(
+        model, "native", lambda frame: model_family.scores(loaded, frame), loaded, threads
+    )
+
+
+def _onnx_scorer(model: AliasedModel, threads: int | None) -> ModelScorer:
+    import mlflow
+
+    from mlops_assets.train.onnx_export import OnnxScorer
+
+    artifact = model.tags.get("onnx.artifact")
+    parity = model.tags.get("onnx.parity")
+    if not artifact or parity != "passed":
+        why = "has no ONNX artifact" if not artifact else f"has onnx.parity={parity!r}"
+        raise ValueError(
+            f"{model.name} v{model.version} {why}: the ONNX runtime serves only versions whose "
+            "ONNX copy passed the parity check (onnx.parity=passed); serve it with the native "
+            "runtime (MLOPS_SERVE_RUNTIME=native) or train a new version"
+        )
+    path = mlflow.artifacts.download_artifacts(run_id=model.run_id, artifact_path=artifact)
+    scorer = OnnxScorer(model.family, path, threads=threads)
+    return ModelScorer(model, "onnx", scorer, None, threads)

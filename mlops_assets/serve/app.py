@@ -14,6 +14,7 @@ polls the alias and the validated table every ``refresh_seconds`` (``refresh.py`
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -33,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from mlops_assets.features.online_engine import prepare as prepare_online_features
 from mlops_assets.serve.canary import CanarySlo
 from mlops_assets.serve.canary_control import CanaryController, CanaryRecorder, RegistryRecorder
+from mlops_assets.serve.explain import explain_requested
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.observe import ObserveRequests, error_response
 from mlops_assets.serve.online_features import (
@@ -74,6 +76,7 @@ class ServeConfig:
     canary_share: float = 0.05  # when the canary version carries no canary.share tag
     canary_slo: CanarySlo = field(default_factory=CanarySlo)
     canary_judge_seconds: float = 0.25
+    runtime: str = "native"  # native | onnx: what the holders' loaders score with
 
 
 class ServiceState:
@@ -374,6 +377,7 @@ def create_app(
     async def handle(request: Request, batch: bool) -> JSONResponse:
         started = time.perf_counter()
         try:
+            explain = explain_requested(request.query_params)
             payload = await read_json(request)
             if batch:
                 items = payload.get("transactions") if isinstance(payload, dict) else payload
@@ -395,7 +399,7 @@ def create_app(
             for row, transaction_id in zip(rows, request_ids(rows), strict=True):
                 row["transaction_id"] = transaction_id
             scored = await asyncio.wrap_future(
-                state.worker.submit(rows, "predict/batch" if batch else "predict")
+                state.worker.submit(rows, "predict/batch" if batch else "predict", explain)
             )
         except _BodyTooLarge:
             return error_response(413, f"request body over {config.max_body_bytes} bytes")
@@ -404,6 +408,12 @@ def create_app(
         except NotReady:
             return error_response(503, "no model loaded", error=state.holder.last_error)
         predictions = scored.predictions()
+        if explain:  # computed in the scoring pass, by each row's deciding model
+            explanations = scored.explanations or [None] * len(predictions)
+            for prediction, explanation in zip(predictions, explanations, strict=True):
+                prediction["explanation"] = explanation
+                if scored.explain_error is not None:
+                    prediction["explanation_error"] = scored.explain_error
         for prediction in predictions:
             state.metrics.scores.observe(prediction["fraud_score"])
             state.metrics.predictions.labels(
@@ -460,6 +470,7 @@ def create_app(
         return JSONResponse(
             {
                 **current.info(),
+                "runtime": getattr(current.scorer, "runtime", config.runtime),
                 "last_reload": state.holder.last_reload.as_dict()
                 if state.holder.last_reload
                 else None,
@@ -508,12 +519,14 @@ def create_app_from_resources(
     """The service over the project's ``DeltaLake`` and ``MlflowTracking`` resources: the
     history from ``validated_transactions``, the prediction log in ``served_predictions`` (of
     ``log_lake`` when given, else of ``lake``)."""
+    from mlops_assets.registry.champion import load_scorer
     from mlops_assets.tables import SERVED_PREDICTIONS, VALIDATED_TRANSACTIONS
 
     config = config or ServeConfig()
-    holder = ModelHolder(mlflow_tracking.client, config.model_name, config.model_alias)
-    shadow = ModelHolder(mlflow_tracking.client, config.model_name, config.shadow_alias)
-    canary = ModelHolder(mlflow_tracking.client, config.model_name, config.canary_alias)
+    loader = functools.partial(load_scorer, runtime=config.runtime)
+    holder = ModelHolder(mlflow_tracking.client, config.model_name, config.model_alias, loader)
+    shadow = ModelHolder(mlflow_tracking.client, config.model_name, config.shadow_alias, loader)
+    canary = ModelHolder(mlflow_tracking.client, config.model_name, config.canary_alias, loader)
     log_target = log_lake or lake
     return create_app(
         holder,
@@ -553,6 +566,7 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "canary_alias": settings.serve_canary_alias,
         "canary_share": settings.serve_canary_share,
         "canary_slo": settings.canary_slo(),
+        "runtime": settings.serve_runtime,
     }
     config = ServeConfig(**{**values, **overrides})
     return create_app_from_resources(

@@ -40,6 +40,7 @@ class ScoreJob:
 
     rows: list[dict[str, Any]]
     endpoint: str
+    explain: bool = False  # add each row's top feature contributions
     received: float = field(default_factory=time.perf_counter)
     future: Future[Scored] = field(default_factory=Future)
 
@@ -105,6 +106,8 @@ class Scored:
     scored_pass: ScoredPass
     start: int
     end: int
+    explanations: list[list[dict[str, Any]]] | None = None  # when the request asked
+    explain_error: str | None = None  # why they could not be computed (the scores stand)
 
     @property
     def model(self) -> LoadedModel:
@@ -139,6 +142,18 @@ def score_frame(model: LoadedModel, features: pd.DataFrame) -> tuple[np.ndarray,
     """Scores (float64) and decisions of a feature frame, decided as the batch path decides."""
     raw = np.asarray(model.scorer(features))
     return raw.astype(np.float64), raw >= model.threshold
+
+
+def _explained(scored: Scored) -> Scored:
+    """The request's answer with its explanations, computed in the pass that scored it (by the
+    model that decided each row); a failure leaves the scores standing and says why."""
+    from mlops_assets.serve.explain import explain_rows
+
+    try:
+        return replace(scored, explanations=explain_rows(scored))
+    except Exception as error:
+        log.exception("explaining %d row(s) failed", scored.end - scored.start)
+        return replace(scored, explain_error=f"{type(error).__name__}: {error}")
 
 
 class ScoringWorker:
@@ -180,8 +195,10 @@ class ScoringWorker:
             self._thread.join(timeout)
             self._thread = None
 
-    def submit(self, rows: list[dict[str, Any]], endpoint: str) -> Future[Scored]:
-        job = ScoreJob(rows, endpoint)
+    def submit(
+        self, rows: list[dict[str, Any]], endpoint: str, explain: bool = False
+    ) -> Future[Scored]:
+        job = ScoreJob(rows, endpoint, explain)
         if self._thread is None:
             job.future.set_exception(RuntimeError("the scoring thread is not running"))
         else:
@@ -256,7 +273,8 @@ class ScoringWorker:
         )
         start = 0
         for job in jobs:
-            job.future.set_result(Scored(scored, start, start + len(job.rows)))
+            result = Scored(scored, start, start + len(job.rows))
+            job.future.set_result(_explained(result) if job.explain else result)
             start += len(job.rows)
         if self.on_scored is not None:
             try:

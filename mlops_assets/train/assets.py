@@ -1,6 +1,7 @@
 """The model factory's assets: ``training_set``, then per family ``<family>_tuning`` (an Optuna
 study) and ``<family>_candidate`` (a registered MLflow model version)."""
 
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
@@ -14,6 +15,7 @@ from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.optuna_storage import OptunaStorage
 from mlops_assets.resources.policy import PipelinePolicy
+from mlops_assets.train.checks import log_onnx, onnx_check_spec, onnx_outcome
 from mlops_assets.train.dataset import (
     TrainingSet,
     TrainingSetSpec,
@@ -35,6 +37,8 @@ from mlops_assets.upstream import latest_metadata
 
 TRAINING_SET = "training_set"
 REFERENCE_ROWS = 50_000
+#: holdout rows whose contributions make the global importances
+IMPORTANCE_ROWS = 5_000
 
 
 class TrainingSetConfig(dg.Config):
@@ -238,20 +242,24 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
         group_name="train",
         kinds=set(family.kinds),
         op_tags=gpu_training_op_tags(),
+        check_specs=[onnx_check_spec(f"{family.name}_candidate")],
         description=f"A {family.name} model trained with the study's best parameters on the "
         "training set's fit days, its decision threshold tuned for F1 on the tuning day, judged "
         "on the held-out days (PR-AUC, ROC-AUC, recall at the target precision, F1; PR curve "
         "and confusion matrix in MLflow), and registered as a new MLflow model version that "
         "carries the full lineage (Dagster run, partitions, Delta versions, contract, code, "
-        "Optuna trial, device).",
+        "Optuna trial, device). Its ONNX copy is logged beside it and must match it on the "
+        "holdout (check onnx_matches_native); global feature importances in MLflow.",
     )
     def candidate_asset(
         context: dg.AssetExecutionContext,
         lake: DeltaLake,
         mlflow_tracking: MlflowTracking,
         policy: PipelinePolicy,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         import mlflow
+
+        from mlops_assets.train.explain import global_importances, importance_figure
 
         data = pinned_training_set(context, lake, verify=True)
         tuned = latest_metadata(context, f"{family.name}_tuning")
@@ -290,6 +298,16 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 mlflow.log_figure(figure, f"evaluation/{name}")
                 close_figure(figure)
             info = family.log_model(model, data.train.head(5))
+            onnx = onnx_outcome(family.name, model, holdout, scores)
+            onnx_artifact = log_onnx(onnx)
+            if onnx.error:
+                context.log.error(f"{family.name}: ONNX export failed: {onnx.error}")
+            sample = holdout.sample(n=min(IMPORTANCE_ROWS, len(holdout)), random_state=0)
+            importances = global_importances(family.name, model, sample)
+            mlflow.log_dict(importances, "explanations/global_importances.json")
+            figure = importance_figure(importances, f"{family.name}: mean |contribution|")
+            mlflow.log_figure(figure, "explanations/global_importances.png")
+            close_figure(figure)
             reference = data.train.sample(n=min(REFERENCE_ROWS, len(data.train)), random_state=0)
             _log_reference(reference)
             run_id, experiment_id = run.info.run_id, run.info.experiment_id
@@ -304,6 +322,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 "threshold": repr(metrics.threshold),
                 "mlflow_run_id": run_id,
                 **{f"holdout.{k}": f"{v:.6f}" for k, v in metrics.as_dict().items()},
+                **onnx.tags(onnx_artifact),
             },
         )
         context.log.info(
@@ -311,7 +330,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             f"{metrics.fraud_rate:.4f}), recall@{metrics.target_precision:.0%} precision "
             f"{metrics.recall_at_precision:.3f}; registered {policy.model_name} v{version}"
         )
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 **{k: float(v) for k, v in metrics.as_dict().items()},
                 "model_family": family.name,
@@ -326,8 +345,12 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                     mlflow_tracking.model_version_url(policy.model_name, version)
                 ),
                 "mlflow_run_id": run_id,
+                "onnx_parity": "passed" if onnx.passed else "failed",
+                "onnx_artifact": onnx_artifact or "",
+                "global_importances": dg.MetadataValue.json(importances),
             }
         )
+        yield onnx.check_result()
 
     return candidate_asset
 
