@@ -87,5 +87,3 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # the tests that run after (they pass it explicitly, e.g. to `mlops-assets serve`)
         mp.undo()
         yield state
-
-

@@ -46,7 +46,6 @@ from mlops_assets_tests.serve_world import DAY, DAYS, MAX_BATCH, NAME, World
 pytestmark = pytest.mark.slow
 
 
-
 def _batch_scores(scored: pl.DataFrame) -> dict[str, float]:
     return dict(zip(scored["transaction_id"], scored["fraud_score"], strict=True))
 
