@@ -11,6 +11,7 @@ from mlops_assets.ingest.assets import raw_transactions
 from mlops_assets.ingest.label_assets import build_label_sensor, transaction_labels
 from mlops_assets.ingest.sensors import build_landing_sensor
 from mlops_assets.ingest.stream_sensor import build_stream_sensor, transaction_stream
+from mlops_assets.monitor.ab_report_assets import model_ab_report
 from mlops_assets.monitor.assets import drift_report
 from mlops_assets.monitor.performance_assets import model_performance
 from mlops_assets.monitor.retrain_sensor import build_retrain_sensor
@@ -45,6 +46,7 @@ ALL_ASSETS = [
     drift_report,
     transaction_labels,
     model_performance,
+    model_ab_report,
     served_predictions,
 ]
 

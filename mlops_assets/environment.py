@@ -54,6 +54,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             performance_warn_drop=settings.performance_warn_drop,
             performance_error_drop=settings.performance_error_drop,
             min_label_coverage=settings.min_label_coverage,
+            segment_recall_drop=settings.segment_recall_drop,
+            segment_min_fraud_rows=settings.segment_min_fraud_rows,
             retrain_drift_days=settings.retrain_drift_days,
             model_name=settings.model_name,
             model_alias=settings.model_alias,

@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     performance_error_drop: float = Field(
         0.4, ge=0.0, le=1.0, description="Relative PR-AUC drop (vs holdout) that errors."
     )
+    segment_recall_drop: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="A segment (transaction type, amount band) whose recall is this far below "
+        "the day's overall recall (absolute) fails segment_recall_within_threshold.",
+    )
+    segment_min_fraud_rows: int = Field(
+        20, ge=1, description="Fraud labels a segment needs before its recall is judged."
+    )
     min_label_coverage: float = Field(
         0.5,
         ge=0.0,

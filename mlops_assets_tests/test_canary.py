@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,9 +29,9 @@ from mlops_assets.serve.canary import CanaryGuard, CanarySlo, account_buckets, r
 from mlops_assets.serve.canary_control import RegistryRecorder
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.online_features import load_history
-from mlops_assets.tables import SERVED_PREDICTIONS, VALIDATED_TRANSACTIONS
+from mlops_assets.tables import SERVED_PREDICTIONS, TRANSACTION_LABELS, VALIDATED_TRANSACTIONS
 from mlops_assets_tests.pipeline import materialize, metadata
-from mlops_assets_tests.serve_world import MAX_BATCH, NAME, World
+from mlops_assets_tests.serve_world import DAY, MAX_BATCH, NAME, World
 
 # ---------------------------------------------------------------- routing and the guard (pure)
 
@@ -376,3 +378,87 @@ def test_a_canary_decides_its_accounts_and_is_promoted_once_it_held(
     for answer in [*answers, *singles, *after["predictions"]]:
         assert tuple(answer[k] for k in keys) in rows
     assert logged.height == len(answers) + len(singles) + len(after["predictions"])
+
+
+def _labels_of(world: World) -> pl.DataFrame:
+    return pl.from_arrow(
+        world.resources["lake"].read(
+            VALIDATED_TRANSACTIONS, days=[DAY], columns=["transaction_id", "isFraud", "txn_date"]
+        )
+    ).with_columns(pl.col("isFraud").cast(pl.Int64))
+
+
+def test_the_ab_report_compares_the_versions_of_a_real_served_log(
+    world: World, canary_versions: Callable[..., str], tmp_path: Any
+) -> None:
+    client_ = world.client
+    champion = int(client_.get_model_version_by_alias(NAME, CHAMPION).version)
+    canary = canary_versions()
+    start_canary(client_, NAME, canary, 0.5, "test: A/B", "run")
+    log_lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    with TestClient(_app(world, log_lake=log_lake, hold_seconds=10**6)) as client:
+        for start in range(0, len(world.requests), 250):
+            chunk = world.requests[start : start + 250]
+            assert client.post("/predict/batch", json={"transactions": chunk}).status_code == 200
+    resources = {**world.resources, "lake": log_lake}
+    nothing = materialize(["model_ab_report"], resources, world.instance, raise_on_error=False)
+    assert nothing.success  # served rows and no labels yet: volumes only
+    report = metadata(nothing, "model_ab_report")
+    versions = {v["version"]: v for v in report["versions"]}
+    assert set(versions) == {champion, int(canary)}
+    assert versions[champion]["volume"] + versions[int(canary)]["volume"] == len(world.requests)
+    assert versions[int(canary)]["recall"] is None  # no labels: not measured
+    assert "insufficient labels" in report["comparisons"][0]["verdict"]
+    # the labels arrive: precision and recall per version
+    log_lake.overwrite_day(TRANSACTION_LABELS, _labels_of(world).to_arrow(), DAY)
+    labelled = metadata(
+        materialize(["model_ab_report"], resources, world.instance), "model_ab_report"
+    )
+    versions = {v["version"]: v for v in labelled["versions"]}
+    assert versions[champion]["labelled"] == versions[champion]["volume"]
+    assert versions[champion]["fraud"] > 0 and versions[champion]["recall"] is not None
+    assert "<img src='data:image/png;base64," in Path(labelled["report"]).read_text()
+
+
+def test_a_canary_whose_labels_show_it_misses_fraud_is_rolled_back_by_the_sensor(
+    world: World, canary_versions: Callable[..., str], tmp_path: Any
+) -> None:
+    client_ = world.client
+    champion = int(client_.get_model_version_by_alias(NAME, CHAMPION).version)
+    canary = canary_versions()
+    start_canary(client_, NAME, canary, 0.5, "test: labels", "run")
+    # a served log where the canary caught 20 of 200 labelled frauds, the champion 180 of 200
+    rows = []
+    for version, alias, caught in ((champion, "champion", 180), (int(canary), "canary", 20)):
+        for i in range(2000):
+            rows.append(
+                {
+                    "transaction_id": f"{alias}-{i}",
+                    "txn_date": DAY,
+                    "model_version": version,
+                    "model_alias": alias,
+                    "fraud_score": 0.9 if i < caught else 0.1,
+                    "is_fraud_predicted": i < caught,
+                    "served_at": datetime(2026, 1, 5, tzinfo=UTC),
+                    "isFraud": int(i < 200),
+                }
+            )
+    frame = pl.DataFrame(rows)
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    lake.overwrite_day(SERVED_PREDICTIONS, frame.drop("isFraud").to_arrow(), DAY)
+    lake.overwrite_day(
+        TRANSACTION_LABELS, frame.select("transaction_id", "isFraud", "txn_date").to_arrow(), DAY
+    )
+    resources = {**world.resources, "lake": lake}
+    report = metadata(
+        materialize(["model_ab_report"], resources, world.instance), "model_ab_report"
+    )
+    assert "recall significantly lower" in report["comparisons"][0]["verdict"]
+    with dg.build_sensor_context(instance=world.instance, resources=world.resources) as context:
+        first = build_canary_sensor()(context)
+    assert not getattr(first, "run_requests", None)  # never promoted
+    tags = client_.get_model_version(NAME, canary).tags
+    assert tags["canary.status"] == "rolled_back" and tags["canary.rollback_rule"] == "labels"
+    with dg.build_sensor_context(instance=world.instance, resources=world.resources) as context:
+        reported = build_canary_sensor()(context)
+    assert [e.metadata["rule"].value for e in reported.asset_events] == ["labels"]

@@ -31,6 +31,7 @@ EXPECTED_ASSETS = {
     "model_performance",
     "served_predictions",
     "canary_release",
+    "model_ab_report",
 }
 MODEL_ASSETS = [*TRAIN, "canary_release"]
 

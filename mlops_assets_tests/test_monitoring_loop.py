@@ -145,6 +145,15 @@ def test_performance_waits_for_late_labels_and_is_judged(loop: Loop) -> None:
     assert performance["model_version"] == int(loop.champion())
     assert 0 < performance["pr_auc"] <= 1 and 0 <= performance["recall"] <= 1
     assert performance["level"] in ("ok", "warn", "unknown")
+    # per segment: every type and amount band of the day, their rows adding up to the whole
+    segments = performance["segments_json"]
+    types = [s for s in segments if s["dimension"] == "type"]
+    bands = [s for s in segments if s["dimension"] == "amount_band"]
+    assert {s["segment"] for s in types} == {"PAYMENT", "TRANSFER", "CASH_OUT", "DEBIT", "CASH_IN"}
+    assert sum(s["rows"] for s in types) == sum(s["rows"] for s in bands)
+    assert sum(s["rows"] for s in types) == performance["labelled_rows"]
+    assert sum(s["fraud_rows"] for s in bands) == performance["fraud_rows"]
+    assert "| type | TRANSFER |" in performance["segments"]
 
 
 def test_persistent_drift_requests_the_factory(

@@ -10,16 +10,23 @@ import polars as pl
 from mlops_assets.automation import refresh_when_upstream_day_changes
 from mlops_assets.monitor.alerts import Alert
 from mlops_assets.monitor.performance import PerformanceRule, day_performance, performance_level
+from mlops_assets.monitor.segments import (
+    SegmentRule,
+    segment_quality,
+    segments_markdown,
+    weak_segments,
+)
 from mlops_assets.partitions import daily_partitions, partition_days
 from mlops_assets.registry.versions import version_tags
 from mlops_assets.resources.alerts import AlertSink
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
-from mlops_assets.tables import SCORED_TRANSACTIONS, TRANSACTION_LABELS
+from mlops_assets.tables import SCORED_TRANSACTIONS, TRANSACTION_LABELS, VALIDATED_TRANSACTIONS
 
 MODEL_PERFORMANCE = dg.AssetKey("model_performance")
 PERFORMANCE_CHECK = "performance_within_threshold"
+SEGMENT_CHECK = "segment_recall_within_threshold"
 
 
 @dg.asset(
@@ -37,7 +44,16 @@ PERFORMANCE_CHECK = "performance_within_threshold"
             description="The day's PR-AUC against the scoring model's holdout PR-AUC: WARN from "
             "a relative drop of MLOPS_PERFORMANCE_WARN_DROP, ERROR from "
             "MLOPS_PERFORMANCE_ERROR_DROP (an ERROR requests retraining).",
-        )
+        ),
+        dg.AssetCheckSpec(
+            SEGMENT_CHECK,
+            asset=MODEL_PERFORMANCE,
+            partitions_def=daily_partitions,
+            description="No transaction type or amount band with at least "
+            "MLOPS_SEGMENT_MIN_FRAUD_ROWS fraud labels has a recall more than "
+            "MLOPS_SEGMENT_RECALL_DROP below the day's overall recall (WARN: a segment the model "
+            "misses, hidden by the overall figures).",
+        ),
     ],
 )
 def model_performance(
@@ -62,6 +78,10 @@ def model_performance(
     labels = pl.from_arrow(
         lake.read(TRANSACTION_LABELS, days=days, columns=["transaction_id", "isFraud"])
     )
+    # the segments' attributes, read from the validated rows the scores came from
+    attributes = pl.from_arrow(
+        lake.read(VALIDATED_TRANSACTIONS, days=days, columns=["transaction_id", "type", "amount"])
+    )
     if scores.height == 0 or labels.height == 0:
         missing = "scored_transactions" if scores.height == 0 else "transaction_labels"
         raise dg.Failure(description=f"{missing} has no rows for {days[0]}..{days[-1]}")
@@ -75,6 +95,18 @@ def model_performance(
         joined["fraud_score"].to_numpy(),
         joined["is_fraud_predicted"].to_numpy().astype(int),
         scores.height,
+    )
+    segment_rule = SegmentRule(policy.segment_recall_drop, policy.segment_min_fraud_rows)
+    segments = segment_quality(joined.join(attributes, on="transaction_id", how="inner"))
+    weak = weak_segments(segments, performance.recall, segment_rule)
+    segment_text = (
+        "no segment's recall is far below the whole"
+        if not weak
+        else "; ".join(
+            f"{s.dimension} {s.segment}: recall {s.recall:.3f} vs {performance.recall:.3f} overall "
+            f"({s.fraud_rows} fraud rows)"
+            for s in weak
+        )
     )
     rule = PerformanceRule(policy.performance_warn_drop, policy.performance_error_drop)
     level, drop, explanation = performance_level(performance, holdout_pr_auc, rule)
@@ -122,6 +154,9 @@ def model_performance(
             "model_versions_scoring": dg.MetadataValue.json(
                 {str(v): int(n) for v, n in versions.iter_rows()}
             ),
+            "segments": dg.MetadataValue.md(segments_markdown(segments, weak)),
+            "segments_json": dg.MetadataValue.json([s.as_dict() for s in segments]),
+            "weak_segments": len(weak),
         }
     )
     yield dg.AssetCheckResult(
@@ -136,5 +171,20 @@ def model_performance(
             "pr_auc_drop": drop if not np.isnan(drop) else -1.0,
             "warn_drop": rule.warn_drop,
             "error_drop": rule.error_drop,
+        },
+    )
+    if weak:
+        context.log.warning(f"{days[0]}..{days[-1]}: {segment_text}")
+    yield dg.AssetCheckResult(
+        check_name=SEGMENT_CHECK,
+        asset_key=MODEL_PERFORMANCE,
+        passed=not weak,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=segment_text,
+        metadata={
+            "weak_segments": dg.MetadataValue.json([s.as_dict() for s in weak]),
+            "overall_recall": performance.recall,
+            "max_recall_drop": segment_rule.max_recall_drop,
+            "min_fraud_rows": segment_rule.min_fraud_rows,
         },
     )

@@ -9,7 +9,13 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.monitor.alerts import Alert
-from mlops_assets.registry.canary import CANARY, HELD, ROLLED_BACK, start_canary
+from mlops_assets.registry.canary import (
+    CANARY,
+    HELD,
+    ROLLED_BACK,
+    record_rollback,
+    start_canary,
+)
 from mlops_assets.registry.versions import CHALLENGER, RegistryError, current_version
 from mlops_assets.resources.alerts import AlertSink
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
@@ -150,7 +156,12 @@ def canary_sensor(
     canary = current_version(client, name, CANARY)
     if canary is not None:
         tags = dict(client.get_model_version(name, canary).tags)
-        if tags.get("canary.status") == HELD:
+        worse = _labelled_quality_worse(context.instance, canary)
+        if tags.get("canary.status") in (HELD, "running") and worse:
+            # the late labels say the canary misses fraud the champion catches: out it goes
+            record_rollback(client, name, canary, "labels", worse, {"model_ab_report": worse})
+            context.log.warning(f"canary v{canary} rolled back on its labels: {worse}")
+        elif tags.get("canary.status") == HELD:
             reason = f"canary v{canary} held its SLOs: {tags.get('canary.held_figures', '')}"
             context.log.info(f"Requesting the promotion of {reason}")
             runs.append(
@@ -172,6 +183,29 @@ def canary_sensor(
     return dg.SensorResult(run_requests=runs, asset_events=events, cursor=json.dumps(reported))
 
 
+def _labelled_quality_worse(instance: dg.DagsterInstance, version: str) -> str | None:
+    """The verdict of the latest ``model_ab_report`` when it found the version's precision or
+    recall on labelled transactions significantly below the champion's (None otherwise, also
+    while labels are too few to tell)."""
+    record = instance.get_latest_materialization_event(dg.AssetKey("model_ab_report"))
+    if record is None or record.asset_materialization is None:
+        return None
+    comparisons = record.asset_materialization.metadata.get("comparisons")
+    for comparison in comparisons.value if comparisons is not None else []:
+        if str(comparison.get("other")) != str(version):
+            continue
+        worse = [
+            d
+            for d in comparison.get("differences", [])
+            if d["metric"] in ("recall", "precision")
+            and d["significant"]
+            and d["other"] < d["champion"]
+        ]
+        if worse:
+            return str(comparison.get("verdict"))
+    return None
+
+
 def build_canary_sensor(running: bool = True) -> dg.SensorDefinition:
     """The canary's promotion and rollback reporting, started by default unless ``running`` is
     False."""
@@ -183,6 +217,8 @@ def build_canary_sensor(running: bool = True) -> dg.SensorDefinition:
             dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
         ),
         description="Promotes the canary through champion_model once the model service records "
-        "it as held (it kept every SLO for the hold time), and reports a canary the service "
-        "rolled back: an observation on canary_release with the broken SLO, and an alert.",
+        "it as held (it kept every SLO for the hold time), unless the latest model_ab_report "
+        "found its precision or recall on labelled transactions significantly below the "
+        "champion's (then it rolls it back, rule 'labels'); and reports every rolled-back "
+        "canary: an observation on canary_release with the broken SLO, and an alert.",
     )(canary_sensor)

@@ -19,6 +19,8 @@ class PipelinePolicy(dg.ConfigurableResource):
     performance_warn_drop: float = 0.2
     performance_error_drop: float = 0.4
     min_label_coverage: float = 0.5
+    segment_recall_drop: float = 0.25
+    segment_min_fraud_rows: int = 20
     retrain_drift_days: int = 2
     model_name: str = "fraud_detector"
     model_alias: str = "champion"
