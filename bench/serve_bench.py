@@ -110,11 +110,18 @@ def champion_scorer(runtime: str) -> Any:
     return load_scorer(model, runtime=runtime)
 
 
+BENCH_KEY = "bench-" + "b" * 40
+
+
 def start_server(work: Path, runtime: str, name: str) -> tuple[subprocess.Popen[bytes], str]:
     """``mlops-assets serve`` on a free port with that runtime, once ready."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server_env = os.environ | {
+        # measured as production runs: callers authenticate (no rate limit: the load is ours)
+        "MLOPS_SERVE_API_KEYS_ENV": "SERVE_BENCH_KEYS",
+        "SERVE_BENCH_KEYS": f"bench predict,admin {BENCH_KEY}",
+        "MLOPS_SERVE_RATE_LIMIT": "",
         "MLOPS_SERVE_PORT": str(port),
         "MLOPS_SERVE_REFRESH_SECONDS": "0",
         "MLOPS_SERVE_RUNTIME": runtime,
@@ -262,6 +269,7 @@ def run_load(
         "SERVE_BENCH_BATCH": str(batch),
         "SERVE_BENCH_OUT": str(out),
         "SERVE_BENCH_QUERY": query,
+        "SERVE_BENCH_KEY": BENCH_KEY,
     }
     command = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "serve_locustfile.py"),

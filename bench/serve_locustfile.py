@@ -28,6 +28,8 @@ _QUERY = f"?{os.environ['SERVE_BENCH_QUERY']}" if os.environ.get("SERVE_BENCH_QU
 _LOCK = threading.Lock()
 _NEXT = itertools.count()
 _JSON = {"Content-Type": "application/json"}
+if os.environ.get("SERVE_BENCH_KEY"):  # the service authenticates its callers
+    _JSON["Authorization"] = f"Bearer {os.environ['SERVE_BENCH_KEY']}"
 _RESULTS: list[tuple[float, int, float]] = []  # (start time, status, latency ms)
 
 

@@ -114,6 +114,22 @@ class Settings(BaseSettings):
     segment_min_fraud_rows: int = Field(
         20, ge=1, description="Fraud labels a segment needs before its recall is judged."
     )
+    segment_amount_bands: list[float] = Field(
+        default_factory=lambda: [1_000.0, 10_000.0, 100_000.0, 1_000_000.0],
+        description="Upper bounds of model_performance's amount bands, increasing (JSON list; "
+        "the last band is open).",
+    )
+
+    @field_validator("segment_amount_bands")
+    @classmethod
+    def _increasing_bands(cls, value: list[float]) -> list[float]:
+        if not value or value[0] <= 0 or sorted(set(value)) != value:
+            raise ValueError(
+                "MLOPS_SEGMENT_AMOUNT_BANDS must be positive upper bounds in increasing order, "
+                f"e.g. [1000, 10000, 100000, 1000000]; got {value}"
+            )
+        return value
+
     min_label_coverage: float = Field(
         0.5,
         ge=0.0,
@@ -245,6 +261,39 @@ class Settings(BaseSettings):
     )
     serve_canary_hold_rows: int = Field(
         5000, ge=0, description="Rows the canary must decide before it can be held."
+    )
+    serve_auth: Literal["keys", "jwt", "keys+jwt", "off"] = Field(
+        "keys",
+        description="Who may call the model service: API keys, JWTs of an issuer, both, or "
+        "off (anyone; logged as a warning).",
+    )
+    serve_api_keys_file: str | None = Field(
+        None,
+        description="File of API keys ('<client> <roles> <key>' per line), e.g. a mounted "
+        "Secret; none and no MLOPS_SERVE_API_KEYS_ENV: a generated local key under the home.",
+    )
+    serve_api_keys_env: str | None = Field(
+        None, description="Name of an environment variable holding the API key lines instead."
+    )
+    serve_jwt_jwks_url: str | None = Field(None, description="JWKS URL of the token issuer.")
+    serve_jwt_issuer: str | None = Field(None, description="Expected `iss` of the tokens.")
+    serve_jwt_audience: str | None = Field(None, description="Expected `aud` of the tokens.")
+    serve_jwt_roles_claim: str = Field(
+        "roles", description="Claim with the caller's roles (a list, or a space-separated scope)."
+    )
+    serve_metrics_auth: bool = Field(
+        False, description="Require the metrics role for /metrics (default: open to scrapes)."
+    )
+    serve_rate_limit: str = Field(
+        "300/second",
+        description="Requests per authenticated client on the scoring and admin paths "
+        "(429 with Retry-After beyond; empty: none).",
+    )
+    serve_failed_auth_limit: str = Field(
+        "30/minute", description="Requests with bad credentials per client address (then 429)."
+    )
+    serve_request_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest a request waits for its scoring pass (503 beyond)."
     )
     serve_host: str = Field("127.0.0.1", description="Address `mlops-assets serve` listens on.")
     serve_port: int = Field(8080, gt=0, description="Port `mlops-assets serve` listens on.")

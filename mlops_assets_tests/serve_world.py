@@ -42,12 +42,15 @@ class World:
     def client(self) -> MlflowClient:
         return self.resources["mlflow_tracking"].client()
 
-    def app(self, log_lake: DeltaLake | None = None, **config: Any) -> Any:
+    def app(
+        self, log_lake: DeltaLake | None = None, authenticator: Any = None, **config: Any
+    ) -> Any:
         return create_app_from_resources(
             self.resources["lake"],
             self.resources["mlflow_tracking"],
             ServeConfig(model_name=NAME, max_batch_size=MAX_BATCH, **config),
             log_lake=log_lake,
+            authenticator=authenticator,
         )
 
     def score_batch(self) -> pl.DataFrame:

@@ -10,6 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
 
 from mlops_assets.serve.auth import (
     ADMIN,
@@ -24,6 +25,7 @@ from mlops_assets.serve.auth import (
     read_secret,
 )
 from mlops_assets_tests.oidc_issuer import Issuer, running_issuer
+from mlops_assets_tests.serve_world import NAME, World
 
 KEY_A = "k" * 12 + "A" * 20
 KEY_B = "z" * 40
@@ -145,3 +147,154 @@ def test_a_token_that_is_not_valid_is_refused(issuer: Issuer, case: str, token) 
 def test_a_jwt_setup_without_its_settings_is_a_clear_error(issuer: Issuer) -> None:
     with pytest.raises(AuthConfigError, match="MLOPS_SERVE_JWT_AUDIENCE"):
         JwtVerifier.create(issuer.jwks_url, issuer.url, "", "roles")
+
+
+# ---------------------------------------------------------------- the service's door
+
+
+PREDICT_KEY = "gateway-" + "p" * 32
+ADMIN_KEY = "operator-" + "a" * 32
+
+
+def _authenticator(issuer: Issuer, metrics_open: bool = True) -> Authenticator:
+    keys = ApiKeys.parse(f"gateway predict {PREDICT_KEY}\nops admin {ADMIN_KEY}\n", "keys")
+    return Authenticator(keys, _verifier(issuer), metrics_open=metrics_open)
+
+
+def _bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def test_every_door_asks_for_the_right_role_and_never_answers_500(
+    world: World, issuer: Issuer
+) -> None:
+    request = world.requests[0]
+    with TestClient(world.app(authenticator=_authenticator(issuer), refresh_seconds=0)) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
+        assert client.get("/metrics").status_code == 200  # open unless limited
+        for headers in ({}, _bearer("nope-" + "x" * 30), {"Authorization": "Basic abc"}):
+            refused = client.post("/predict", json=request, headers=headers)
+            assert refused.status_code == 401, refused.text
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "message" in refused.json()["detail"]
+        assert (
+            client.post("/predict", json=request, headers=_bearer(PREDICT_KEY)).status_code == 200
+        )
+        batch = {"transactions": world.requests[:3]}
+        assert (
+            client.post("/predict/batch", json=batch, headers=_bearer(PREDICT_KEY)).status_code
+            == 200
+        )
+        # the scoring key cannot reload the model or read its lineage
+        for method, path in (("post", "/reload"), ("get", "/model-info")):
+            forbidden = getattr(client, method)(path, headers=_bearer(PREDICT_KEY))
+            assert forbidden.status_code == 403 and forbidden.json()["detail"]["role"] == "admin"
+            assert getattr(client, method)(path, headers=_bearer(ADMIN_KEY)).status_code == 200
+        # tokens of the identity provider: roles from the token
+        token = issuer.token(roles=["predict"])
+        assert client.post("/predict", json=request, headers=_bearer(token)).status_code == 200
+        assert client.get("/model-info", headers=_bearer(token)).status_code == 403
+        expired = issuer.token(roles=["predict", "admin"], expires_in=-300)
+        assert client.post("/predict", json=request, headers=_bearer(expired)).status_code == 401
+        metrics = client.get("/metrics").text
+        assert 'endpoint="/predict",status="401"' in metrics
+        assert 'endpoint="/reload",status="403"' in metrics
+        assert 'status="500"' not in metrics
+
+
+def test_metrics_can_be_limited_to_the_metrics_role(world: World, issuer: Issuer) -> None:
+    authenticator = _authenticator(issuer, metrics_open=False)
+    with TestClient(world.app(authenticator=authenticator, refresh_seconds=0)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=_bearer(ADMIN_KEY)).status_code == 403
+        scraper = issuer.token(subject="prometheus", roles=["metrics"])
+        assert client.get("/metrics", headers=_bearer(scraper)).status_code == 200
+
+
+def test_clients_are_rate_limited_and_key_guessing_is_slowed(world: World, issuer: Issuer) -> None:
+    app = world.app(
+        authenticator=_authenticator(issuer),
+        refresh_seconds=0,
+        rate_limit="5/minute",
+        failed_auth_limit="3/minute",
+    )
+    with TestClient(app) as client:
+        answers = [
+            client.post("/predict", json=world.requests[0], headers=_bearer(PREDICT_KEY))
+            for _ in range(7)
+        ]
+        assert [a.status_code for a in answers] == [200] * 5 + [429] * 2
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+        # another client keeps its own allowance
+        token = issuer.token(subject="other-client", roles=["predict"])
+        assert (
+            client.post("/predict", json=world.requests[0], headers=_bearer(token)).status_code
+            == 200
+        )
+        guesses = [
+            client.post("/predict", json=world.requests[0], headers=_bearer(f"guess-{i:030d}"))
+            for i in range(5)
+        ]
+        assert [g.status_code for g in guesses] == [401] * 3 + [429] * 2
+
+
+def test_a_flood_of_bad_requests_neither_crashes_nor_grows_the_service(
+    world: World, issuer: Issuer
+) -> None:
+    import resource
+
+    with TestClient(world.app(authenticator=_authenticator(issuer), refresh_seconds=0)) as client:
+        bodies = [b"{", b"[]", b'{"amount": "lots"}', b"\xff\xfe", b"[" * 5000, b"1e999999"]
+
+        def flood(rounds: int) -> set[int]:
+            statuses = set()
+            for i in range(rounds):
+                body = bodies[i % len(bodies)]
+                headers = _bearer(PREDICT_KEY) if i % 2 else _bearer(f"bad-{i:030d}")
+                statuses.add(client.post("/predict", content=body, headers=headers).status_code)
+            return statuses
+
+        flood(300)  # warm up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        statuses = flood(3000)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert statuses <= {401, 422, 429}, statuses
+        assert grown_mb < 40, f"the service grew {grown_mb:.0f} MB under the flood"
+        assert client.post(
+            "/predict", json=world.requests[0], headers=_bearer(ADMIN_KEY + "x")
+        ).status_code in (401, 429)
+        assert client.get("/ready").status_code == 200
+
+
+def test_a_request_whose_pass_takes_too_long_gets_503_not_500(world: World) -> None:
+    import time as clock
+
+    from mlops_assets.registry.champion import load_scorer
+    from mlops_assets.serve.app import ServeConfig, create_app
+    from mlops_assets.serve.model_holder import ModelHolder
+    from mlops_assets.serve.online_features import load_history
+
+    def slow_loader(model):
+        scorer = load_scorer(model)
+
+        def slow(frame):
+            clock.sleep(0.5)
+            return scorer(frame)
+
+        return slow
+
+    config = ServeConfig(model_name=NAME, refresh_seconds=0, request_timeout_seconds=0.1)
+    lake = world.resources["lake"]
+    app = create_app(
+        ModelHolder(world.resources["mlflow_tracking"].client, NAME, "champion", slow_loader),
+        lambda: load_history(lake, 2),
+        config,
+    )
+    with TestClient(app) as client:
+        response = client.post("/predict", json=world.requests[0])
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert "did not finish within 0.1 s" in response.json()["detail"]["message"]
+        clock.sleep(1.0)  # the pass finished after its caller gave up: the thread lives on
+        assert app.state.service.worker._thread.is_alive()
+        assert client.post("/predict", json=world.requests[1]).status_code == 503

@@ -589,6 +589,8 @@ def test_the_serve_command_runs_the_service_and_writes_the_log_when_stopped(
         "MLOPS_SERVE_LOG_FLUSH_SECONDS": "3600",  # only the stop writes
         "MLOPS_LAKE_URI": str(tmp_path / "lake"),  # a lake of its own: no history, a new log
     }
+    key_file = world.home / "serve" / "api-keys"
+    key_file.unlink(missing_ok=True)  # authentication is on by default, with a generated key
     command = [str(Path(sys.executable).parent / "mlops-assets"), "serve"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -601,10 +603,17 @@ def test_the_serve_command_runs_the_service_and_writes_the_log_when_stopped(
                 return False
 
         _wait_for(ready, 120)
+        key = key_file.read_text().split()[-1]
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        headers = {"Authorization": f"Bearer {key}"}
+        refused = httpx.post(f"{url}/predict", json=world.requests[0], timeout=30)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"]
+        assert httpx.get(f"{url}/model-info").status_code == 401
         for request in world.requests[:5]:
-            response = httpx.post(f"{url}/predict", json=request, timeout=30)
+            response = httpx.post(f"{url}/predict", json=request, headers=headers, timeout=30)
             assert response.status_code == 200, response.text
-        assert httpx.get(f"{url}/model-info").json()["prediction_log"]["pending_rows"] == 5
+        info = httpx.get(f"{url}/model-info", headers=headers).json()
+        assert info["prediction_log"]["pending_rows"] == 5
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
@@ -613,5 +622,6 @@ def test_the_serve_command_runs_the_service_and_writes_the_log_when_stopped(
     assert "Application shutdown complete" in output.decode()
     text = output.decode()
     assert f"Serving {NAME}@champion on http://127.0.0.1:{port}" in text
+    assert "generated an API key for this local service" in text and key in text
     assert "prediction log: wrote 5 prediction(s)" in text
     assert _logged(DeltaLake(root_uri=str(tmp_path / "lake"))).height == 5

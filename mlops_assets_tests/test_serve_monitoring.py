@@ -68,14 +68,21 @@ def _ok(url: str) -> bool:
 class Traffic:
     """Sends the day's transactions to /predict at about ``rate``/s from a thread."""
 
-    def __init__(self, url: str, requests: list[dict[str, Any]], rate: float = 40.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        requests: list[dict[str, Any]],
+        rate: float = 40.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.headers = headers or {}
         self.url, self.requests, self.rate = url, requests, rate
         self.statuses: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=self.headers) as client:
             i = 0
             while not self._stop.is_set():
                 request = self.requests[i % len(self.requests)]
@@ -169,7 +176,11 @@ def test_alerts_reach_the_pager_and_the_channel_and_resolve(
         "MLOPS_LOG_FORMAT": "json",
         "DAGSTER_HOME": str(world.home / "dagster"),
     }
+    traffic_key = "traffic-" + "k" * 32
     serve_env = base_env | {
+        # the scoring client's key, by reference to an environment variable
+        "MLOPS_SERVE_API_KEYS_ENV": "MLOPS_TEST_SERVE_KEYS",
+        "MLOPS_TEST_SERVE_KEYS": f"traffic predict {traffic_key}",
         "MLOPS_SERVE_PORT": str(serve_port),
         "MLOPS_LAKE_URI": str(tmp_path / "lake"),  # its own prediction log
     }
@@ -194,7 +205,9 @@ def test_alerts_reach_the_pager_and_the_channel_and_resolve(
     ):  # fmt: skip
         _wait(lambda: _ok(f"{service_url}/ready"), 120, "the model service ready")
         _wait(lambda: _ok(f"{exporter_url}/metrics"), 120, "the exporter serving")
-        with Traffic(service_url, world.requests) as traffic:
+        with Traffic(
+            service_url, world.requests, headers={"Authorization": f"Bearer {traffic_key}"}
+        ) as traffic:
             # healthy: both targets up, no alert of the service firing
             _wait(
                 lambda: (

@@ -32,6 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from mlops_assets.features.online_engine import prepare as prepare_online_features
+from mlops_assets.serve.access import AccessControl, RateLimits
+from mlops_assets.serve.auth import Authenticator, authenticator_from_settings
 from mlops_assets.serve.canary import CanarySlo
 from mlops_assets.serve.canary_control import CanaryController, CanaryRecorder, RegistryRecorder
 from mlops_assets.serve.explain import explain_requested
@@ -77,6 +79,9 @@ class ServeConfig:
     canary_slo: CanarySlo = field(default_factory=CanarySlo)
     canary_judge_seconds: float = 0.25
     runtime: str = "native"  # native | onnx: what the holders' loaders score with
+    rate_limit: str | None = None  # per client, e.g. "300/second" (None: no limit)
+    failed_auth_limit: str = "30/minute"  # per address, requests with bad credentials
+    request_timeout_seconds: float = 10.0  # longest wait for a scoring pass (503 beyond)
 
 
 class ServiceState:
@@ -332,12 +337,14 @@ def create_app(
     shadow_holder: ModelHolder | None = None,
     canary_holder: ModelHolder | None = None,
     canary_recorder: CanaryRecorder | None = None,
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """The service over a model holder and a history loader (called at start, on reload and
     when ``history_version`` moves); ``log_writer`` appends the prediction log's micro-batches
     (none: no log); ``shadow_holder`` holds the shadow model when ``config.shadow`` is on;
     ``canary_holder`` the canary when ``config.canary`` is on, whose outcomes go to
-    ``canary_recorder``."""
+    ``canary_recorder``; ``authenticator`` decides who may call what (None: anyone, logged as
+    a warning)."""
     config = config or ServeConfig()
     state = ServiceState(
         holder,
@@ -361,6 +368,18 @@ def create_app(
     app = FastAPI(title="mlops_assets fraud scoring", lifespan=lifespan)
     app.state.service = state
 
+    if authenticator is None:
+        log.warning(
+            "authentication is off: anyone who can reach the service may score, reload the "
+            "model and read its lineage"
+        )
+    limits = (
+        RateLimits(config.rate_limit or "1000000/second", config.failed_auth_limit)
+        if config.rate_limit or authenticator is not None
+        else None
+    )
+    # the last added runs first: requests are observed (counted, logged), then let in or not
+    app.add_middleware(AccessControl, authenticator=authenticator, limits=limits)
     app.add_middleware(ObserveRequests, metrics=state.metrics, max_body_bytes=config.max_body_bytes)
 
     async def read_json(request: Request) -> Any:
@@ -398,8 +417,14 @@ def create_app(
                 rows = [parse_transaction(payload)]
             for row, transaction_id in zip(rows, request_ids(rows), strict=True):
                 row["transaction_id"] = transaction_id
-            scored = await asyncio.wrap_future(
-                state.worker.submit(rows, "predict/batch" if batch else "predict", explain)
+            # shielded: a request that stops waiting leaves its pass to finish (and be logged)
+            scored = await asyncio.wait_for(
+                asyncio.shield(
+                    asyncio.wrap_future(
+                        state.worker.submit(rows, "predict/batch" if batch else "predict", explain)
+                    )
+                ),
+                config.request_timeout_seconds,
             )
         except _BodyTooLarge:
             return error_response(413, f"request body over {config.max_body_bytes} bytes")
@@ -407,6 +432,14 @@ def create_app(
             return JSONResponse(status_code=422, content={"detail": violation.detail()})
         except NotReady:
             return error_response(503, "no model loaded", error=state.holder.last_error)
+        except TimeoutError:
+            response = error_response(
+                503,
+                f"scoring did not finish within {config.request_timeout_seconds:g} s; retry",
+                timeout_seconds=config.request_timeout_seconds,
+            )
+            response.headers["Retry-After"] = "1"
+            return response
         predictions = scored.predictions()
         if explain:  # computed in the scoring pass, by each row's deciding model
             explanations = scored.explanations or [None] * len(predictions)
@@ -515,6 +548,7 @@ def create_app_from_resources(
     config: ServeConfig | None = None,
     log_predictions: bool = True,
     log_lake: Any = None,
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
     """The service over the project's ``DeltaLake`` and ``MlflowTracking`` resources: the
     history from ``validated_transactions``, the prediction log in ``served_predictions`` (of
@@ -539,6 +573,7 @@ def create_app_from_resources(
         shadow_holder=shadow if config.shadow else None,
         canary_holder=canary if config.canary else None,
         canary_recorder=RegistryRecorder(mlflow_tracking.client),
+        authenticator=authenticator,
     )
 
 
@@ -567,6 +602,9 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "canary_share": settings.serve_canary_share,
         "canary_slo": settings.canary_slo(),
         "runtime": settings.serve_runtime,
+        "rate_limit": settings.serve_rate_limit or None,
+        "failed_auth_limit": settings.serve_failed_auth_limit,
+        "request_timeout_seconds": settings.serve_request_timeout_seconds,
     }
     config = ServeConfig(**{**values, **overrides})
     return create_app_from_resources(
@@ -574,4 +612,5 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         resources["mlflow_tracking"],
         config,
         log_predictions=settings.serve_log_predictions,
+        authenticator=authenticator_from_settings(settings),
     )

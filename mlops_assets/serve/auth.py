@@ -232,3 +232,48 @@ def generate_local_key(path: Path, roles: Iterable[str] = (PREDICT, ADMIN, METRI
             f"local {','.join(roles)} {key}\n"
         )
     return key
+
+
+def local_key_file(settings: Any) -> Path:
+    """Where ``mlops-assets serve`` keeps the key it generates for local use."""
+    return settings.home_path / "serve" / "api-keys"
+
+
+def authenticator_from_settings(settings: Any) -> Authenticator | None:
+    """The service's authentication as the settings describe it (``MLOPS_SERVE_AUTH``):
+
+    - ``keys`` (default): API keys from ``MLOPS_SERVE_API_KEYS_FILE``, or from the environment
+      variable named by ``MLOPS_SERVE_API_KEYS_ENV``; with neither, the local key file under
+      the project home, generated (and announced once in the log) when missing;
+    - ``jwt``: tokens of the issuer ``MLOPS_SERVE_JWT_ISSUER`` (JWKS ``MLOPS_SERVE_JWT_JWKS_URL``,
+      audience ``MLOPS_SERVE_JWT_AUDIENCE``, roles in ``MLOPS_SERVE_JWT_ROLES_CLAIM``);
+    - ``keys+jwt``: both; ``off``: nobody is asked (a warning says so).
+    """
+    mode = settings.serve_auth
+    if mode == "off":
+        return None
+    api_keys = None
+    if "keys" in mode:
+        text = read_secret(settings.serve_api_keys_file, settings.serve_api_keys_env, "API keys")
+        source = settings.serve_api_keys_file or f"${settings.serve_api_keys_env}"
+        if text is None:
+            path = local_key_file(settings)
+            if not path.exists():
+                key = generate_local_key(path)
+                log.warning(
+                    "generated an API key for this local service (roles predict, admin, "
+                    "metrics), kept in %s: send 'Authorization: Bearer %s'",
+                    path,
+                    key,
+                )
+            text, source = path.read_text(), str(path)
+        api_keys = ApiKeys.parse(text, source)
+    verifier = None
+    if "jwt" in mode:
+        verifier = JwtVerifier.create(
+            settings.serve_jwt_jwks_url or "",
+            settings.serve_jwt_issuer or "",
+            settings.serve_jwt_audience or "",
+            settings.serve_jwt_roles_claim,
+        )
+    return Authenticator(api_keys, verifier, metrics_open=not settings.serve_metrics_auth)

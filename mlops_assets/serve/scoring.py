@@ -9,12 +9,13 @@ request is scored entirely by the version it started with while a reload swaps i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -144,6 +145,18 @@ def score_frame(model: LoadedModel, features: pd.DataFrame) -> tuple[np.ndarray,
     return raw.astype(np.float64), raw >= model.threshold
 
 
+def _resolve(future: Future[Scored], result: Scored) -> None:
+    """Answer a request unless its caller gave up (a cancelled future must not kill the
+    scoring thread)."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_result(result)
+
+
+def _fail(future: Future[Scored], error: BaseException) -> None:
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
 def _explained(scored: Scored) -> Scored:
     """The request's answer with its explanations, computed in the pass that scored it (by the
     model that decided each row); a failure leaves the scores standing and says why."""
@@ -234,7 +247,7 @@ class ScoringWorker:
         model = self.holder.current  # the whole pass scores with this version
         if model is None:
             for job in jobs:
-                job.future.set_exception(NotReady())
+                _fail(job.future, NotReady())
             return
         try:
             table = self.features.compute_groups([job.rows for job in jobs])
@@ -245,7 +258,7 @@ class ScoringWorker:
         except Exception as error:  # one bad pass fails its requests, not the thread
             log.exception("scoring pass of %d request(s) failed", len(jobs))
             for job in jobs:
-                job.future.set_exception(error)
+                _fail(job.future, error)
             return
         canary = (
             self.canary.score(features, scores, decisions, champion_ms)
@@ -274,7 +287,7 @@ class ScoringWorker:
         start = 0
         for job in jobs:
             result = Scored(scored, start, start + len(job.rows))
-            job.future.set_result(_explained(result) if job.explain else result)
+            _resolve(job.future, _explained(result) if job.explain else result)
             start += len(job.rows)
         if self.on_scored is not None:
             try:
