@@ -56,6 +56,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             min_label_coverage=settings.min_label_coverage,
             segment_recall_drop=settings.segment_recall_drop,
             segment_min_fraud_rows=settings.segment_min_fraud_rows,
+            segment_amount_bands=settings.segment_amount_bands,
             retrain_drift_days=settings.retrain_drift_days,
             model_name=settings.model_name,
             model_alias=settings.model_alias,

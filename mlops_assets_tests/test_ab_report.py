@@ -5,7 +5,9 @@ test_canary.py)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -17,6 +19,10 @@ from mlops_assets.monitor.ab_report import (
     two_proportion_p_value,
     version_figures,
 )
+from mlops_assets.monitor.ab_report_assets import model_ab_report
+from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.tables import SERVED_PREDICTIONS
+from mlops_assets_tests.pipeline import failure_text
 
 DAY = date(2026, 1, 5)
 
@@ -39,7 +45,7 @@ def _served(version: int, alias: str, n: int, flag_rate: float, seed: int, day: 
     )
 
 
-@pytest.mark.parametrize(("rows", "significant"), [(5000, True), (300, False)])
+@pytest.mark.parametrize(("rows", "significant"), [(5000, True), (300, False), (30, False)])
 def test_a_version_that_flags_twice_as_much_is_significant_only_with_enough_rows(
     rows: int, significant: bool
 ) -> None:
@@ -93,3 +99,25 @@ def test_the_two_proportion_test() -> None:
     assert two_proportion_p_value(50, 100, 50, 100) == pytest.approx(1.0)
     assert two_proportion_p_value(100, 5000, 200, 5000) < 1e-6
     assert two_proportion_p_value(0, 100, 0, 100) == 1.0
+
+
+def test_nothing_served_in_the_window_is_a_clear_failure(tmp_path: Path) -> None:
+    lake = DeltaLake(root_uri=str(tmp_path / "lake"))
+    with dg.instance_for_test() as instance:
+
+        def run(config: dict | None = None) -> dg.ExecuteInJobResult:
+            return dg.materialize(
+                [model_ab_report],
+                resources={"lake": lake},
+                instance=instance,
+                run_config={"ops": {"model_ab_report": {"config": config or {}}}},
+                raise_on_error=False,
+            )
+
+        empty = run()
+        assert not empty.success
+        assert "served_predictions is empty" in failure_text(empty)
+        lake.overwrite_day(SERVED_PREDICTIONS, _served(3, "champion", 10, 0.1, 1).to_arrow(), DAY)
+        elsewhere = run({"window_days": 3, "end_date": "2026-02-01"})
+        assert not elsewhere.success
+        assert f"no day in 2026-01-30..2026-02-01 (it has {DAY}..{DAY})" in failure_text(elsewhere)

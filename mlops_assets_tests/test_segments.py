@@ -13,6 +13,7 @@ from mlops_assets.monitor.segments import (
     segments_markdown,
     weak_segments,
 )
+from mlops_assets.settings import Settings
 
 
 def _rows(kind: str, amount: float, fraud: int, caught: int, legit: int, false_alarms: int):
@@ -53,6 +54,7 @@ def test_a_segment_whose_recall_falls_far_below_the_whole_is_named() -> None:
     assert transfer.flagged_share == pytest.approx(8 / 540)
     payment = next(s for s in segments if s.segment == "PAYMENT")
     assert payment.precision != payment.precision  # nothing flagged: NaN, not 0
+    assert payment.as_dict()["precision"] is None  # JSON metadata has no NaN
     table = segments_markdown(segments, weak)
     assert "| type | TRANSFER | 540 | 40 |" in table and "recall far below" in table
     assert (
@@ -77,8 +79,32 @@ def test_bands_cover_every_amount_in_order() -> None:
     ]  # fmt: skip
 
 
-def test_segment_rules_are_validated() -> None:
+def test_bands_come_from_the_policy() -> None:
+    frame = pl.DataFrame(
+        {
+            "type": ["PAYMENT"] * 3,
+            "amount": [10.0, 150.0, 900.0],
+            "isFraud": [0, 0, 1],
+            "is_fraud_predicted": [False, False, True],
+        }
+    )
+    bands = [s for s in segment_quality(frame, (100.0, 500.0)) if s.dimension == "amount_band"]
+    assert [(s.segment, s.rows, s.fraud_rows) for s in bands] == [
+        ("0-100", 1, 0), ("100-500", 1, 0), (">=500", 1, 1)
+    ]  # fmt: skip
+    assert bands[2].recall == 1.0 and bands[0].as_dict()["recall"] is None
+
+
+def test_segment_rules_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="segment_recall_drop must be in"):
         SegmentRule(max_recall_drop=0)
     with pytest.raises(ValueError, match="segment_min_fraud_rows must be >= 1"):
         SegmentRule(min_fraud_rows=0)
+    with pytest.raises(ValueError, match="segment_amount_bands must be positive upper bounds"):
+        SegmentRule(amount_bands=(10_000.0, 1_000.0))
+    # from the environment: a JSON list, checked when the settings load
+    monkeypatch.setenv("MLOPS_SEGMENT_AMOUNT_BANDS", "[500, 5000]")
+    assert Settings().segment_amount_bands == [500.0, 5000.0]
+    monkeypatch.setenv("MLOPS_SEGMENT_AMOUNT_BANDS", "[5000, 500]")
+    with pytest.raises(ValueError, match="MLOPS_SEGMENT_AMOUNT_BANDS must be positive"):
+        Settings()

@@ -96,8 +96,14 @@ def model_performance(
         joined["is_fraud_predicted"].to_numpy().astype(int),
         scores.height,
     )
-    segment_rule = SegmentRule(policy.segment_recall_drop, policy.segment_min_fraud_rows)
-    segments = segment_quality(joined.join(attributes, on="transaction_id", how="inner"))
+    segment_rule = SegmentRule(
+        policy.segment_recall_drop,
+        policy.segment_min_fraud_rows,
+        tuple(policy.segment_amount_bands),
+    )
+    segments = segment_quality(
+        joined.join(attributes, on="transaction_id", how="inner"), segment_rule.amount_bands
+    )
     weak = weak_segments(segments, performance.recall, segment_rule)
     segment_text = (
         "no segment's recall is far below the whole"

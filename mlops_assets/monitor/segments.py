@@ -24,8 +24,15 @@ AMOUNT_BANDS: tuple[float, ...] = (1_000.0, 10_000.0, 100_000.0, 1_000_000.0)
 class SegmentRule:
     max_recall_drop: float = 0.25
     min_fraud_rows: int = 20
+    amount_bands: tuple[float, ...] = AMOUNT_BANDS
 
     def __post_init__(self) -> None:
+        bands = self.amount_bands
+        if not bands or bands[0] <= 0 or any(b <= a for a, b in itertools.pairwise(bands)):
+            raise ValueError(
+                "segment_amount_bands must be positive upper bounds in increasing order, e.g. "
+                f"[1000, 10000, 100000, 1000000]; got {list(bands)}"
+            )
         if not 0 < self.max_recall_drop <= 1:
             raise ValueError(
                 f"segment_recall_drop must be in (0, 1] (absolute recall), got "
@@ -46,7 +53,8 @@ class SegmentQuality:
     recall: float  # NaN without fraud labels
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe: an undefined figure (NaN) becomes None, as JSON has no NaN."""
+        return {k: None if v != v else v for k, v in asdict(self).items()}
 
 
 def band_labels(bands: tuple[float, ...] = AMOUNT_BANDS) -> list[str]:

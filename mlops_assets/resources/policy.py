@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import dagster as dg
+from pydantic import Field
 
 
 class PipelinePolicy(dg.ConfigurableResource):
@@ -21,6 +22,10 @@ class PipelinePolicy(dg.ConfigurableResource):
     min_label_coverage: float = 0.5
     segment_recall_drop: float = 0.25
     segment_min_fraud_rows: int = 20
+    #: upper bounds of the amount bands model_performance reports (the last band is open)
+    segment_amount_bands: list[float] = Field(
+        default_factory=lambda: [1_000.0, 10_000.0, 100_000.0, 1_000_000.0]
+    )
     retrain_drift_days: int = 2
     model_name: str = "fraud_detector"
     model_alias: str = "champion"
