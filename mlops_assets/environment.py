@@ -69,7 +69,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             gate_min_roc_auc=settings.gate_min_roc_auc,
             target_precision=settings.target_precision,
         ),
-        "optuna_storage": OptunaStorage(url=settings.resolved_optuna_storage_uri),
+        # a Postgres URL holds the password: by reference, like the webhook
+        "optuna_storage": OptunaStorage(
+            url=_secret("MLOPS_OPTUNA_STORAGE_URI", settings.resolved_optuna_storage_uri)
+        ),
         "alerts": AlertSink(
             webhook_url=_secret("MLOPS_ALERT_WEBHOOK_URL", settings.alert_webhook_url),
             timeout_seconds=settings.alert_timeout_seconds,

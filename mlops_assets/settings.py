@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     model_alias: str = Field("champion", description="Alias that batch scoring loads.")
     optuna_storage_uri: str | None = Field(
         None,
+        repr=False,  # holds the database password in production: never in a repr or a log
         description="Optuna study storage (SQLAlchemy URL); default sqlite:///<home>/optuna/"
         "optuna.db, e.g. postgresql+psycopg2://user:pass@host/optuna in production.",
     )
@@ -155,6 +156,7 @@ class Settings(BaseSettings):
     )
     alert_webhook_url: str | None = Field(
         None,
+        repr=False,  # the URL is the credential: never in a repr or a log
         description="Slack-compatible incoming webhook for alerts; none: alerts are only logged.",
     )
     alert_timeout_seconds: float = Field(5.0, gt=0, description="Timeout of one alert POST.")

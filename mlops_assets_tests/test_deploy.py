@@ -677,3 +677,123 @@ def test_compose_runs_the_model_service() -> None:
     assert service["command"][:2] == ["mlops-assets", "serve"]
     assert "mlops-data:/opt/dagster/app" in service["volumes"]  # the code location's lake
     assert service["environment"]["MLOPS_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+# ---------------------------------------------------------------- hardening of every workload
+
+_WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
+
+
+def _pod_spec(doc: dict) -> dict:
+    if doc["kind"] == "Pod":
+        return doc["spec"]
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def _helm_user_deployment_pod() -> dict:
+    """The code-location pod as the chart renders it from the values (the only container the
+    values define; the webserver and daemon are the chart's own images)."""
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": deployment["name"]},
+        "spec": {
+            "securityContext": deployment["podSecurityContext"],
+            "volumes": deployment.get("volumes", []),
+            "containers": [
+                {
+                    "name": deployment["name"],
+                    "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
+                    "securityContext": deployment["securityContext"],
+                    "volumeMounts": deployment.get("volumeMounts", []),
+                    "resources": deployment["resources"],
+                }
+            ],
+        },
+    }
+
+
+def _workloads() -> list[tuple[str, dict]]:
+    found = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] in _WORKLOAD_KINDS:
+                found.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    found.append(("helm/values.yaml:dagster-user-deployments", _helm_user_deployment_pod()))
+    return found
+
+
+def _hardening_problems(doc: dict) -> list[str]:
+    """What a workload lacks: non-root (pod or container level, a non-zero uid), no privilege
+    escalation, all capabilities dropped, a read-only root filesystem; mounts of real volumes."""
+    pod = _pod_spec(doc)
+    pod_context = pod.get("securityContext") or {}
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    problems = []
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        context = {**pod_context, **(container.get("securityContext") or {})}
+        name = container["name"]
+        if context.get("runAsNonRoot") is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
+        if not isinstance(context.get("runAsUser"), int) or context["runAsUser"] == 0:
+            problems.append(f"{name}: no non-zero runAsUser")
+        if container.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if "ALL" not in container.get("securityContext", {}).get("capabilities", {}).get(
+            "drop", []
+        ):
+            problems.append(f"{name}: capabilities do not drop ALL")
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: readOnlyRootFilesystem is not true")
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] not in volumes:
+                problems.append(f"{name}: mounts undeclared volume {mount['name']}")
+    return problems
+
+
+def test_every_workload_is_hardened() -> None:
+    """Every container of every workload in deploy/k8s and the Helm values runs as a non-root
+    uid, cannot escalate, has no capabilities and a read-only root filesystem (what it writes
+    goes to emptyDirs: /tmp and the home); each object is valid Kubernetes."""
+    workloads = _workloads()
+    names = {name.split(":")[1] for name, _ in workloads}
+    assert {"Deployment/model-service", "Deployment/mlflow", "Deployment/spark-connect"} <= names
+    problems = {}
+    for name, doc in workloads:
+        _validate_k8s(doc)
+        if found := _hardening_problems(doc):
+            problems[name] = found
+    assert not problems, problems
+    # the writable paths of the processes: /tmp and the home, never the image's directories
+    for name, doc in workloads:
+        for container in _pod_spec(doc)["containers"]:
+            paths = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in paths, name
+            assert not paths & {"/", "/opt", "/opt/venv", "/opt/spark-jars", "/usr"}, name
+
+
+def test_the_hardening_rule_flags_a_weak_container() -> None:
+    weak = {
+        "kind": "Pod",
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 0},
+            "containers": [
+                {
+                    "name": "c",
+                    "securityContext": {"readOnlyRootFilesystem": False},
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+        },
+    }
+    assert _hardening_problems(weak) == [
+        "c: no non-zero runAsUser",
+        "c: allowPrivilegeEscalation is not false",
+        "c: capabilities do not drop ALL",
+        "c: readOnlyRootFilesystem is not true",
+        "c: mounts undeclared volume tmp",
+    ]

@@ -50,7 +50,8 @@ def file_day(file: LandingFile) -> date | None:
 def parse_delivered(file: LandingFile, content: bytes) -> pl.DataFrame:
     """Read a delivered file with every column as text, exactly as delivered.
 
-    Raises DeliveryError for an unreadable, empty or incomplete file.
+    Raises DeliveryError for an unreadable, empty or incomplete file, or one naming a column
+    twice.
     """
     if not content.strip():
         raise DeliveryError(f"Landing file {file.uri} is empty (0 bytes of data)")
@@ -64,7 +65,13 @@ def parse_delivered(file: LandingFile, content: bytes) -> pl.DataFrame:
         raise DeliveryError(
             f"Landing file {file.uri} is malformed and cannot be read: {error}"
         ) from error
-    frame = frame.rename({c: c.strip() for c in frame.columns})
+    names = [c.strip() for c in frame.columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:  # e.g. "step" and " step": one column twice once padding is stripped
+        raise DeliveryError(
+            f"Landing file {file.uri} has duplicated column(s) {', '.join(map(repr, duplicated))}"
+        )
+    frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DeliveryError(

@@ -37,6 +37,7 @@ _TIMESTAMP_FORMATS = (
     "%Y-%m-%d %H:%M:%S%.f",
 )
 _ROW = "_row"
+_MAX_STEP_HOURS = 24 * 366 * 100
 
 
 @dataclass
@@ -95,6 +96,9 @@ def parse_numbers(text: pl.Series, dtype: pl.DataType) -> pl.Series:
 def _timestamp_from_step(epoch: date) -> pl.Expr:
     epoch_start = datetime(epoch.year, epoch.month, epoch.day)
     step = _text("step").cast(pl.Int64, strict=False)
+    # a step of more than a century of hours is no PaySim hour: null (then quarantined), not
+    # a datetime beyond year 9999 that overflows (a panic) once pandera reports the row
+    step = pl.when(step.abs() <= _MAX_STEP_HOURS).then(step)
     return (
         pl.lit(epoch_start).dt.replace_time_zone("UTC") + pl.duration(hours=step - 1)
     ).dt.cast_time_unit("us")
