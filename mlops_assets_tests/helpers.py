@@ -1,10 +1,13 @@
-"""Test helpers that build real tables with the project's own pure functions."""
+"""Test helpers: real tables built with the project's own pure functions, free ports, waits."""
 
 from __future__ import annotations
 
 import itertools
 import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -42,3 +45,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], seconds: float = 20.0) -> Any:
+    """The first truthy value of ``condition``, polled every 50 ms; fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {seconds} s")

@@ -30,6 +30,7 @@ from mlops_assets.serve.canary_control import RegistryRecorder
 from mlops_assets.serve.model_holder import ModelHolder
 from mlops_assets.serve.online_features import load_history
 from mlops_assets.tables import SERVED_PREDICTIONS, TRANSACTION_LABELS, VALIDATED_TRANSACTIONS
+from mlops_assets_tests.helpers import wait_for
 from mlops_assets_tests.pipeline import materialize, metadata
 from mlops_assets_tests.serve_world import DAY, MAX_BATCH, NAME, World
 
@@ -49,7 +50,8 @@ def test_routing_is_sticky_per_account_and_grows_with_the_share() -> None:
     # the same account is routed the same way wherever it appears, in any process
     again = routed_to_canary(np.concatenate([accounts[::-1], accounts[:10]]), 0.05)
     assert (again[: len(accounts)] == five[::-1]).all() and (again[-10:] == five[:10]).all()
-    assert account_buckets(["C1231006815"]).tolist() == [account_buckets(["C1231006815"])[0]]
+    # pinned: every replica, restart and release must put an account in the same bucket
+    assert account_buckets(["C1231006815", "C1666544295"]).tolist() == [2567, 4759]
     assert not routed_to_canary(accounts, 0.0).any() and routed_to_canary(accounts, 1.0).all()
 
 
@@ -240,16 +242,6 @@ def _app(
     )
 
 
-def _wait(condition: Callable[[], Any], seconds: float = 20.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {seconds} s")
-
-
 def _slow(scorer: Callable) -> Callable:
     def slow(frame: pd.DataFrame) -> np.ndarray:
         time.sleep(0.04)
@@ -296,7 +288,7 @@ def test_a_bad_canary_is_rolled_back_and_no_request_fails(
             answered.append(response.json())
             if client.get("/model-info").json()["canary"]["state"] == "rolled_back":
                 break
-        info = _wait(
+        info = wait_for(
             lambda: (
                 (i := client.get("/model-info").json())["canary"]["state"] == "rolled_back" and i
             )
@@ -318,7 +310,9 @@ def test_a_bad_canary_is_rolled_back_and_no_request_fails(
     assert info["canary"]["guard"]["breach"]
     assert f'mlops_serve_canary_rollbacks_total{{rule="{rule}",version="{bad}"}} 1.0' in metrics
     assert "mlops_serve_canary_share 0.0" in metrics
-    recorded = _wait(lambda: client_.get_model_version(NAME, bad).tags.get("canary.rollback_rule"))
+    recorded = wait_for(
+        lambda: client_.get_model_version(NAME, bad).tags.get("canary.rollback_rule")
+    )
     assert recorded == rule
     assert client_.get_model_version(NAME, bad).tags["canary.status"] == "rolled_back"
     with pytest.raises(Exception, match="alias"):
@@ -350,7 +344,7 @@ def test_a_canary_decides_its_accounts_and_is_promoted_once_it_held(
             assert response.status_code == 200
             answers += response.json()["predictions"]
         singles = [client.post("/predict", json=r).json() for r in requests[:50]]
-        _wait(lambda: client_.get_model_version(NAME, good).tags.get("canary.status") == "held")
+        wait_for(lambda: client_.get_model_version(NAME, good).tags.get("canary.status") == "held")
         assert client.get("/model-info").json()["canary"]["state"] == "held"
 
         # every answer names the version that decided it: the canary for its accounts

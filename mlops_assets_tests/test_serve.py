@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +40,7 @@ from mlops_assets.tables import (
     TRANSACTION_FEATURES,
     VALIDATED_TRANSACTIONS,
 )
-from mlops_assets_tests.helpers import free_port
+from mlops_assets_tests.helpers import free_port, wait_for
 from mlops_assets_tests.serve_world import DAY, DAYS, MAX_BATCH, NAME, World
 
 pytestmark = pytest.mark.slow
@@ -363,13 +363,13 @@ def test_a_failed_log_write_keeps_its_rows_then_drops_the_oldest_and_says_what_w
 
         for request in world.requests[:8]:
             assert client.post("/predict", json=request).status_code == 200
-        _wait_for(lambda: "writing 8 prediction(s) failed, kept for the next" in caplog.text)
+        wait_for(lambda: "writing 8 prediction(s) failed, kept for the next" in caplog.text)
         info = log_info()
         assert info["pending_rows"] == 8 and info["written_rows"] == 0
         assert "NotADirectory" in info["last_error"]
         # the lake comes back: the next write has every kept row
         blocker.unlink()
-        _wait_for(lambda: log_info()["written_rows"])
+        wait_for(lambda: log_info()["written_rows"])
         info = log_info()
         assert (info["written_rows"], info["pending_rows"], info["last_error"]) == (8, 0, None)
         assert _logged(log_lake).height == 8
@@ -381,20 +381,10 @@ def test_a_failed_log_write_keeps_its_rows_then_drops_the_oldest_and_says_what_w
         blocker.write_text("gone again")
         for request in world.requests[8:28]:
             assert client.post("/predict", json=request).status_code == 200
-        _wait_for(lambda: log_info()["dropped_rows"])
+        wait_for(lambda: log_info()["dropped_rows"])
         assert "oldest unwritten prediction(s): more than 12 were waiting" in caplog.text
     info_lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
     assert info_lost and "could not be written at shutdown" in info_lost[-1]
-
-
-def _wait_for(condition: Callable[[], Any], seconds: float = 20.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {seconds} s")
 
 
 # ---------------------------------------------------------------- shadow mode
@@ -480,7 +470,7 @@ def test_the_model_swaps_while_requests_flow_without_an_error_or_a_mixed_answer(
             # the alias moves: the service's poll picks it up, no call needed
             moved = time.monotonic()
             world.client.set_registered_model_alias(NAME, "champion", second)
-            _wait_for(lambda: any(a[3].get("model_version") == int(second) for a in answers))
+            wait_for(lambda: any(a[3].get("model_version") == int(second) for a in answers))
             switched = min(a[1] for a in answers if a[3].get("model_version") == int(second))
             time.sleep(1.0)
             # and back, through POST /reload: once it has returned, every answer is v-first
@@ -517,7 +507,7 @@ def _running(app: Any) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait_for(lambda: server.started, 60)
+    wait_for(lambda: server.started, 60)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -551,7 +541,7 @@ def test_a_newer_validated_table_refreshes_the_history_snapshot(
             pl.col("transaction_id") + "+1",
         )
         lake.overwrite_day(VALIDATED_TRANSACTIONS, shifted.to_arrow(), next_day)
-        after = _wait_for(
+        after = wait_for(
             lambda: (
                 (h := client.get("/model-info").json()["history"])["days"][-1]
                 == next_day.isoformat()
@@ -602,7 +592,7 @@ def test_the_serve_command_runs_the_service_and_writes_the_log_when_stopped(
             except httpx.TransportError:
                 return False
 
-        _wait_for(ready, 120)
+        wait_for(ready, 120)
         key = key_file.read_text().split()[-1]
         assert key_file.stat().st_mode & 0o777 == 0o600
         headers = {"Authorization": f"Bearer {key}"}

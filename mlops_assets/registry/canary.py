@@ -27,6 +27,7 @@ from mlops_assets.registry.versions import (
     RegistryError,
     current_version,
     now,
+    require_passed_gate,
     version_tags,
 )
 
@@ -74,13 +75,7 @@ def start_canary(
     share = parse_share(share)
     version = str(version)
     tags = version_tags(client, name, version)
-    decision = tags.get("gate.decision")
-    if decision != "passed":
-        raise RegistryError(
-            f"{name} version {version} cannot be a canary: its gate decision is "
-            f"{decision or 'missing'} ({tags.get('gate.reasons', 'never judged')}). Only a "
-            "version that passed the gate serves live traffic."
-        )
+    require_passed_gate(tags, f"{name} version {version} cannot be a canary", "serves live traffic")
     if current_version(client, name, CHAMPION) == version:
         raise RegistryError(f"{name} version {version} is the champion; it serves all traffic")
     if tags.get("canary.status") == ROLLED_BACK:

@@ -66,17 +66,23 @@ class AliasMove:
 def promote(client: Any, name: str, version: str, dagster_run_id: str) -> AliasMove:
     """Make ``version`` the champion; it must carry a passed gate decision."""
     tags = version_tags(client, name, version)
-    decision = tags.get("gate.decision")
-    if decision != "passed":
-        raise RegistryError(
-            f"{name} version {version} cannot become champion: its gate decision is "
-            f"{decision or 'missing'} ({tags.get('gate.reasons', 'never judged')}). "
-            "Only a challenger that passed the gate is promoted."
-        )
+    require_passed_gate(tags, f"{name} version {version} cannot become champion", "is promoted")
     previous = current_version(client, name, CHAMPION)
     return _move(
         client, name, version, previous, "promotion", tags.get("gate.reasons", ""), dagster_run_id
     )
+
+
+def require_passed_gate(tags: dict[str, str], refusal: str, what_passes: str) -> None:
+    """The gate rule every move into live traffic obeys: the version's ``gate.decision`` tag
+    must be ``passed`` (``refusal`` starts the error, e.g. "v7 cannot become champion")."""
+    decision = tags.get("gate.decision")
+    if decision != "passed":
+        raise RegistryError(
+            f"{refusal}: its gate decision is {decision or 'missing'} "
+            f"({tags.get('gate.reasons', 'never judged')}). Only a version that passed the gate "
+            f"{what_passes}."
+        )
 
 
 def rollback(client: Any, name: str, version: str, reason: str, dagster_run_id: str) -> AliasMove:

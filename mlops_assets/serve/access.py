@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class RateLimits:
     """Moving-window limits per key (``limits``' in-memory storage)."""
 
-    def __init__(self, rate_limit: str, failed_auth_limit: str) -> None:
+    def __init__(self, rate_limit: str | None, failed_auth_limit: str) -> None:
         from limits import parse
         from limits.storage import MemoryStorage
         from limits.strategies import MovingWindowRateLimiter
@@ -38,7 +38,7 @@ class RateLimits:
         self._storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
         try:
-            self.client_limit = parse(rate_limit)
+            self.client_limit = parse(rate_limit) if rate_limit else None
             self.failed_limit = parse(failed_auth_limit)
         except ValueError as error:
             raise ValueError(
@@ -48,6 +48,8 @@ class RateLimits:
     def hit(self, kind: str, key: str) -> float | None:
         """Count one request; None when allowed, else the seconds until the next is."""
         item = self.client_limit if kind == "client" else self.failed_limit
+        if item is None:  # no limit of that kind
+            return None
         if self._limiter.hit(item, kind, key):
             return None
         stats = self._limiter.get_window_stats(item, kind, key)

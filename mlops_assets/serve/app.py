@@ -374,7 +374,7 @@ def create_app(
             "model and read its lineage"
         )
     limits = (
-        RateLimits(config.rate_limit or "1000000/second", config.failed_auth_limit)
+        RateLimits(config.rate_limit, config.failed_auth_limit)
         if config.rate_limit or authenticator is not None
         else None
     )

@@ -307,7 +307,7 @@ class CanaryController:
             "share": route.share if route else 0.0,
             "note": self.note,
             "error": self.holder.last_error if self.holder.resolved is not None else None,
-            "slo": {k: v for k, v in vars(self.slo).items()},
+            "slo": dict(vars(self.slo)),
             "guard": guard.summary() if guard is not None else None,
             "rollbacks": list(self.rollbacks),
         }

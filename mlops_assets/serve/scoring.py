@@ -69,24 +69,24 @@ class ScoredPass:
     def rows(self) -> int:
         return len(self.scores)
 
-    def _per_row(self, champion: Any, canary: Any, dtype: Any) -> np.ndarray:
-        values = np.full(self.rows, champion, dtype=dtype)
+    def _per_row(self, champion: Any, canary: Any, dtype: Any, rows: slice) -> np.ndarray:
+        values = np.full(len(range(*rows.indices(self.rows))), champion, dtype=dtype)
         if self.canary is not None and self.canary_rows is not None:
-            values[self.canary_rows] = canary
+            values[self.canary_rows[rows]] = canary
         return values
 
-    def row_versions(self) -> np.ndarray:
-        """The model version that decided each row."""
+    def row_versions(self, rows: slice = slice(None)) -> np.ndarray:
+        """The model version that decided each of these rows (default: all)."""
         canary = int(self.canary.version) if self.canary else 0
-        return self._per_row(int(self.model.version), canary, np.int64)
+        return self._per_row(int(self.model.version), canary, np.int64, rows)
 
-    def row_thresholds(self) -> np.ndarray:
+    def row_thresholds(self, rows: slice = slice(None)) -> np.ndarray:
         canary = self.canary.threshold if self.canary else 0.0
-        return self._per_row(self.model.threshold, canary, np.float64)
+        return self._per_row(self.model.threshold, canary, np.float64, rows)
 
-    def row_aliases(self) -> np.ndarray:
+    def row_aliases(self, rows: slice = slice(None)) -> np.ndarray:
         canary = self.canary.model.alias if self.canary else ""
-        return self._per_row(self.model.model.alias, canary, object)
+        return self._per_row(self.model.model.alias, canary, object, rows)
 
     def deciding_model(self, row: int) -> LoadedModel:
         if self.canary is not None and self.canary_rows is not None and self.canary_rows[row]:
@@ -131,9 +131,9 @@ class Scored:
                 scored.transaction_ids[window].tolist(),
                 scored.scores[window].tolist(),
                 scored.decisions[window].tolist(),
-                scored.row_versions()[window].tolist(),
-                scored.row_aliases()[window].tolist(),
-                scored.row_thresholds()[window].tolist(),
+                scored.row_versions(window).tolist(),
+                scored.row_aliases(window).tolist(),
+                scored.row_thresholds(window).tolist(),
                 strict=True,
             )
         ]
