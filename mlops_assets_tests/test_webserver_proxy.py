@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -21,8 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import re
 
 import pytest
 import requests
@@ -223,9 +222,7 @@ def test_no_session_no_page_no_graphql_no_websocket(stack: Stack) -> None:
     # programs get a plain 401 on GraphQL, never the data
     for response in (
         _graphql(stack),
-        requests.get(
-            f"{stack.proxy_url}/graphql", params={"query": "{ version }"}, timeout=30
-        ),
+        requests.get(f"{stack.proxy_url}/graphql", params={"query": "{ version }"}, timeout=30),
     ):
         assert response.status_code == 401
         assert '"data"' not in response.text
@@ -286,9 +283,7 @@ def test_a_token_of_the_issuer_works_for_programs(stack: Stack, issuer: Issuer) 
     assert response.status_code in (401, 403)
 
 
-def test_an_analyst_signs_in_and_the_ui_works_until_sign_out(
-    stack: Stack, issuer: Issuer
-) -> None:
+def test_an_analyst_signs_in_and_the_ui_works_until_sign_out(stack: Stack, issuer: Issuer) -> None:
     asked_before = len(issuer.authorize_requests)
     session, landing = _sign_in(stack)
     assert _is_dagster_ui(landing), (landing.status_code, landing.text[:500], stack.log_tail())
