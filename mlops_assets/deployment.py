@@ -26,6 +26,19 @@ DEFAULT_STEP_RESOURCES: dict[str, Any] = {
 }
 #: the image's non-root user (deploy/Dockerfile)
 RUN_AS_USER = 10001
+#: the only writable paths of a pod whose root filesystem is read-only: /tmp (tempfile, Spark's
+#: local dir, MLflow downloads) and the home /opt/dagster (~/.cache, ~/.keras, the working
+#: directory). deploy/helm/values.yaml gives the code location (and so every run pod) the same
+#: two volumes: identical entries merge into one when a run's container context meets the
+#: executor's, different ones would name a volume twice and the pod would be refused.
+WRITABLE_VOLUMES: list[dict[str, Any]] = [
+    {"name": "tmp", "empty_dir": {"size_limit": "8Gi"}},
+    {"name": "home", "empty_dir": {"size_limit": "1Gi"}},
+]
+WRITABLE_MOUNTS: list[dict[str, Any]] = [
+    {"name": "tmp", "mount_path": "/tmp"},
+    {"name": "home", "mount_path": "/opt/dagster"},
+]
 
 
 class _HasExecutorSettings(Protocol):
@@ -48,8 +61,11 @@ def k8s_executor_config(settings: _HasExecutorSettings) -> dict[str, Any]:
         "labels": {"app.kubernetes.io/part-of": "mlops-assets"},
         "security_context": {
             "allow_privilege_escalation": False,
+            "read_only_root_filesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
+        "volumes": [dict(v) for v in WRITABLE_VOLUMES],
+        "volume_mounts": [dict(m) for m in WRITABLE_MOUNTS],
         "step_k8s_config": {
             "pod_spec_config": {
                 "security_context": {

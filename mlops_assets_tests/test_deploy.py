@@ -10,6 +10,7 @@ kubernetes-validate (strict: unknown fields fail).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -387,13 +388,15 @@ def test_spark_connect_manifests_are_valid_kubernetes() -> None:
 
 #: variables read outside ``Settings`` (by the module named)
 _NON_SETTINGS = {"MLOPS_TRAINING_DEVICE"}  # mlops_assets/train/device.py
+#: deployment files of components that read no MLOPS_* setting
+_NO_SETTINGS_FILES = {"dagster-ui-proxy.yaml"}
 
 
 def test_every_mlops_variable_in_the_deployment_files_is_a_setting() -> None:
     known = {f"MLOPS_{name.upper()}" for name in Settings.model_fields} | _NON_SETTINGS
     for path in [DEPLOY / "README.md", DEPLOY / "helm" / "values.yaml", *DEPLOY.glob("k8s/*")]:
         named = set(re.findall(r"\bMLOPS_[A-Z0-9_]*[A-Z0-9]\b(?!_\*)", path.read_text()))
-        assert named, path
+        assert named or path.name in _NO_SETTINGS_FILES, path
         assert named <= known, f"{path.name}: {sorted(named - known)}"
 
 
@@ -610,10 +613,53 @@ def test_compose_structure() -> None:
     assert "--artifacts-destination=s3://" in mlflow_args
 
 
+#: published ports that may listen beyond this machine's loopback: services with a login
+COMPOSE_PUBLIC_SERVICES = {"model-service", "grafana"}
+
+
+def test_compose_keeps_the_dagster_webserver_behind_the_proxy() -> None:
+    """The webserver publishes nothing; the UI is oauth2-proxy with the deployment's config file
+    and secrets as files, in front of the webserver's compose address; what has no login of its
+    own is published on loopback only."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    webserver, proxy = services["dagster-webserver"], services["dagster-ui-proxy"]
+    assert "ports" not in webserver
+    port = webserver["command"][webserver["command"].index("-p") + 1]
+    args = proxy["command"]
+    assert "--config=/etc/oauth2-proxy/oauth2-proxy.cfg" in args
+    assert f"--upstream=http://dagster-webserver:{port}/" in args
+    assert any(a.startswith("--oidc-issuer-url=${DAGSTER_UI_OIDC_ISSUER_URL:?") for a in args)
+    assert any(a.startswith("--email-domain=${DAGSTER_UI_EMAIL_DOMAIN:?") for a in args)
+    assert not any("secret" in a and "=" in a and "file" not in a for a in args), args
+    (config,) = proxy["configs"]
+    assert compose["configs"][config["source"]]["file"] == "./oauth2-proxy/oauth2-proxy.cfg"
+    assert (DEPLOY / "oauth2-proxy" / "oauth2-proxy.cfg").exists()
+    mounted = {s["target"]: compose["secrets"][s["source"]]["file"] for s in proxy["secrets"]}
+    assert set(mounted) == {
+        "/etc/oauth2-proxy/secrets/client-secret",
+        "/etc/oauth2-proxy/secrets/cookie-secret",
+    }
+    assert all(f.startswith("${MLOPS_SECRETS_DIR:-./secrets}/") for f in mounted.values())
+    assert proxy["ports"] == ["127.0.0.1:3000:4180"]
+    tag = proxy["image"].rsplit(":", 1)[1]
+    ensure = (DEPLOY.parent / "scripts" / "ensure_oauth2_proxy.sh").read_text()
+    assert f"VERSION={tag} " in ensure  # the tested binary is the deployed release
+    for name, service in services.items():
+        for published in service.get("ports", []):
+            if name not in COMPOSE_PUBLIC_SERVICES:
+                assert str(published).startswith("127.0.0.1:"), (name, published)
+
+
 @pytest.mark.skipif(_compose_cli() is None, reason="the docker compose plugin is not installed")
 def test_compose_config() -> None:
     result = subprocess.run(
         [*_compose_cli(), "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
+        env={
+            **os.environ,
+            "DAGSTER_UI_OIDC_ISSUER_URL": "https://login.bank.example",
+            "DAGSTER_UI_EMAIL_DOMAIN": "bank.example",
+        },
         capture_output=True,
         text=True,
         check=False,
@@ -717,6 +763,30 @@ def _helm_user_deployment_pod() -> dict:
     }
 
 
+def _helm_component_pod(component: str) -> dict:
+    """The webserver's or daemon's pod as the chart renders the values' fields (its image and
+    command are the chart's own)."""
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())[component]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": component},
+        "spec": {
+            "securityContext": values["podSecurityContext"],
+            "volumes": values.get("volumes", []),
+            "containers": [
+                {
+                    "name": component,
+                    "image": "docker.io/dagster/dagster-celery-k8s:1.13.0",
+                    "securityContext": values["securityContext"],
+                    "volumeMounts": values.get("volumeMounts", []),
+                    "resources": values.get("resources", {}),
+                }
+            ],
+        },
+    }
+
+
 def _workloads() -> list[tuple[str, dict]]:
     found = []
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
@@ -724,6 +794,8 @@ def _workloads() -> list[tuple[str, dict]]:
             if doc and doc["kind"] in _WORKLOAD_KINDS:
                 found.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
     found.append(("helm/values.yaml:dagster-user-deployments", _helm_user_deployment_pod()))
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        found.append((f"helm/values.yaml:{component}", _helm_component_pod(component)))
     return found
 
 
@@ -761,7 +833,14 @@ def test_every_workload_is_hardened() -> None:
     goes to emptyDirs: /tmp and the home); each object is valid Kubernetes."""
     workloads = _workloads()
     names = {name.split(":")[1] for name, _ in workloads}
-    assert {"Deployment/model-service", "Deployment/mlflow", "Deployment/spark-connect"} <= names
+    assert {
+        "Deployment/model-service",
+        "Deployment/mlflow",
+        "Deployment/spark-connect",
+        "Deployment/dagster-ui-proxy",
+        "dagsterWebserver",
+        "dagsterDaemon",
+    } <= names
     problems = {}
     for name, doc in workloads:
         _validate_k8s(doc)
@@ -774,6 +853,116 @@ def test_every_workload_is_hardened() -> None:
             paths = {m["mountPath"] for m in container.get("volumeMounts", [])}
             assert "/tmp" in paths, name
             assert not paths & {"/", "/opt", "/opt/venv", "/opt/spark-jars", "/usr"}, name
+
+
+def test_step_and_run_pods_are_hardened(defs: dg.Definitions, step_handler, run_launcher) -> None:
+    """The step Jobs the k8s executor creates (a plain, a Spark and a GPU step) are hardened as
+    the deployments are, also once the run's container context from the Helm code location
+    (includeConfigInLaunchedRuns: its security context and the same writable volumes) is merged
+    in: each volume and mount path appears once, so Kubernetes accepts the pod."""
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    from_code_location = K8sContainerContext(
+        volumes=deployment["volumes"],
+        volume_mounts=deployment["volumeMounts"],
+        security_context=deployment["securityContext"],
+        env_secrets=[s["name"] for s in deployment["envSecrets"]],
+    )
+    gpu_tags = defs.resolve_assets_def("xgboost_candidate").op.tags
+    steps = {
+        "raw_transactions": {},
+        "transaction_features": SPARK_STEP_OP_TAGS,
+        "xgboost_candidate": gpu_tags,
+    }
+    for step_key, op_tags in steps.items():
+        for merged in (False, True):
+            handler = step_handler
+            if merged:
+                handler = _WithContext(
+                    step_handler._executor_container_context.merge(from_code_location)
+                )
+            manifest = _step_job(handler, run_launcher, step_key, op_tags)
+            _validate_k8s(manifest)
+            assert _hardening_problems(manifest) == [], (step_key, merged)
+            pod = manifest["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            names = [v["name"] for v in pod["volumes"]]
+            paths = [m["mountPath"] for m in container["volumeMounts"]]
+            assert sorted(names) == ["home", "tmp"], (step_key, merged, names)
+            assert sorted(paths) == ["/opt/dagster", "/tmp"], (step_key, merged, paths)
+
+
+class _WithContext:
+    """A step handler stand-in carrying another executor container context (what the step
+    handler of a run launched from the Helm code location holds)."""
+
+    def __init__(self, context: K8sContainerContext) -> None:
+        self._executor_container_context = context
+
+
+def test_the_ui_proxy_manifests() -> None:
+    """Ingress -> oauth2-proxy -> the chart's webserver Service, and nothing else reaches the
+    webserver: the manifests are valid Kubernetes, the proxy runs the tested config file and
+    release, its secrets come from a Secret as files, and the chart exposes no Ingress of its
+    own."""
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in yaml.safe_load_all((DEPLOY / "k8s" / "dagster-ui-proxy.yaml").read_text())
+    }
+    for doc in docs.values():
+        _validate_k8s(doc)
+    config = docs[("ConfigMap", "dagster-ui-proxy-config")]["data"]["oauth2-proxy.cfg"]
+    assert config == (DEPLOY / "oauth2-proxy" / "oauth2-proxy.cfg").read_text()
+    proxy = docs[("Deployment", "dagster-ui-proxy")]
+    pod = proxy["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ensure = (DEPLOY.parent / "scripts" / "ensure_oauth2_proxy.sh").read_text()
+    assert f"VERSION={container['image'].rsplit(':', 1)[1]} " in ensure
+    args = container["args"]
+    values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+    webserver = values["dagsterWebserver"]
+    assert webserver["service"]["type"] == "ClusterIP"
+    assert values["ingress"]["enabled"] is False
+    # release "dagster" in namespace mlops (the install line at the top of values.yaml)
+    port = webserver["service"]["port"]
+    upstream = f"--upstream=http://dagster-dagster-webserver.mlops.svc.cluster.local:{port}/"
+    assert upstream in args
+    assert "--config=/etc/oauth2-proxy/oauth2-proxy.cfg" in args
+    assert any(a.startswith("--redirect-url=https://") for a in args)
+    assert not any(a.startswith(("--client-secret=", "--cookie-secret=")) for a in args)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    secrets = volumes[mounts["/etc/oauth2-proxy/secrets"]["name"]]["secret"]
+    assert secrets["secretName"] == "dagster-ui-proxy"
+    assert volumes[mounts["/etc/oauth2-proxy/oauth2-proxy.cfg"]["name"]]["configMap"] == {
+        "name": "dagster-ui-proxy-config"
+    }
+    for line in config.splitlines():  # the files the config reads are the mounted Secret's
+        if line.startswith(("client_secret_file", "cookie_secret_file")):
+            assert line.split("=", 1)[1].strip().strip('"').startswith("/etc/oauth2-proxy/secrets/")
+    # the Ingress sends everything to the proxy's Service
+    service = docs[("Service", "dagster-ui-proxy")]
+    assert service["spec"]["selector"] == proxy["spec"]["selector"]["matchLabels"]
+    ingress = docs[("Ingress", "dagster-ui")]
+    backends = [
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends == ["dagster-ui-proxy"]
+    assert ingress["spec"]["tls"]
+    # only the proxy's pods reach the webserver's pods (the chart's labels), on its port
+    policy = docs[("NetworkPolicy", "dagster-webserver-only-from-ui-proxy")]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "dagster",
+        "component": "dagster-webserver",
+    }
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    labels = pod["metadata"]["labels"]
+    assert source["podSelector"]["matchLabels"].items() <= labels.items()
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
 
 
 def test_the_hardening_rule_flags_a_weak_container() -> None:
