@@ -101,7 +101,7 @@ def test_compose_runs_the_streaming_path_on_the_tested_versions() -> None:
     assert not any("ZOOKEEPER" in key for key in kafka["environment"])
     registry = services["schema-registry"]
     assert registry["image"].endswith(f":{APICURIO_VERSION}")
-    internal_port = registry["ports"][0].split(":")[1]
+    internal_port = registry["ports"][0].split(":")[-1]  # [host:]published:container
     for name in COMMANDS:
         service = services[name]
         assert service["command"][0] == "mlops-assets"
