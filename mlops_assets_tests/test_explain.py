@@ -120,3 +120,45 @@ def test_explain_true_matches_the_batch_explanations(world: World) -> None:
         assert bad.json()["detail"]["field"] == "explain"
         off = client.post("/predict?explain=false", json=world.requests[0])
         assert off.status_code == 200 and "explanation" not in off.json()
+
+
+def test_one_pass_explains_its_explaining_requests_and_answers_the_others(world: World) -> None:
+    """Requests that queued together are scored in one pass: those that asked get their own
+    rows' explanations (computed together), the others none, and every score is the pass's."""
+    from mlops_assets.serve.online_features import parse_transaction
+    from mlops_assets.serve.scoring import ScoreJob
+
+    def rows(*bodies: dict) -> list[dict]:  # as the endpoints parse them
+        return [parse_transaction(body) for body in bodies]
+
+    scored = world.scored
+    version = int(scored["model_version"][0])
+    by_id = {r["transaction_id"]: r for r in world.requests}
+    flagged = scored.filter(pl.col("is_fraud_predicted"))["transaction_id"].to_list()[:2]
+    others = [r for r in world.requests if r["transaction_id"] not in flagged][:3]
+    jobs = [
+        ScoreJob(rows(by_id[flagged[0]]), "predict", explain=True),
+        ScoreJob(rows(others[0]), "predict"),
+        ScoreJob(rows(by_id[flagged[1]], others[1]), "predict/batch", explain=True),
+        ScoreJob(rows(others[2]), "predict"),
+    ]
+    app = world.app()
+    with TestClient(app) as client:
+        alone = client.post("/predict?explain=true", json=by_id[flagged[1]]).json()
+        app.state.service.worker._score(jobs)  # the pass the scoring thread makes of them
+    results = [job.future.result(timeout=5) for job in jobs]
+    assert [(r.start, r.end) for r in results] == [(0, 1), (1, 2), (2, 4), (4, 5)]
+    assert len({id(r.scored_pass) for r in results}) == 1
+    assert results[1].explanations is None and results[3].explanations is None
+    assert results[0].explain_error is None and results[2].explain_error is None
+    assert [len(e) for e in results[0].explanations + results[2].explanations] == [5, 5, 5]
+    # the same transaction gets the same explanation alone or in a shared pass
+    assert [i["feature"] for i in results[2].explanations[0]] == [
+        i["feature"] for i in alone["explanation"]
+    ]
+    assert [i["contribution"] for i in results[2].explanations[0]] == pytest.approx(
+        [i["contribution"] for i in alone["explanation"]], abs=1e-6
+    )
+    # and each row's explanation is its own: the two rows of the batch differ
+    assert results[2].explanations[0] != results[2].explanations[1]
+    assert {p["model_version"] for r in results for p in r.predictions()} == {version}

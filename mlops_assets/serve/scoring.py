@@ -157,16 +157,24 @@ def _fail(future: Future[Scored], error: BaseException) -> None:
         future.set_exception(error)
 
 
-def _explained(scored: Scored) -> Scored:
-    """The request's answer with its explanations, computed in the pass that scored it (by the
-    model that decided each row); a failure leaves the scores standing and says why."""
+def _explained(results: list[Scored]) -> list[Scored]:
+    """The answers of a pass's explaining requests with their explanations, computed in one go
+    for all of them (by the model that decided each row); a failure leaves the scores standing
+    and says why."""
     from mlops_assets.serve.explain import explain_rows
 
+    scored_pass = results[0].scored_pass
+    rows = [row for result in results for row in range(result.start, result.end)]
     try:
-        return replace(scored, explanations=explain_rows(scored))
+        answers = explain_rows(scored_pass, rows)
     except Exception as error:
-        log.exception("explaining %d row(s) failed", scored.end - scored.start)
-        return replace(scored, explain_error=f"{type(error).__name__}: {error}")
+        log.exception("explaining %d row(s) failed", len(rows))
+        reason = f"{type(error).__name__}: {error}"
+        return [replace(result, explain_error=reason) for result in results]
+    return [
+        replace(result, explanations=[answers[row] for row in range(result.start, result.end)])
+        for result in results
+    ]
 
 
 class ScoringWorker:
@@ -284,11 +292,19 @@ class ScoringWorker:
             canary=canary.model if canary is not None else None,
             canary_rows=canary.rows if canary is not None else None,
         )
+        explaining: list[tuple[ScoreJob, Scored]] = []
         start = 0
-        for job in jobs:
+        for job in jobs:  # the answers that need nothing more go first
             result = Scored(scored, start, start + len(job.rows))
-            _resolve(job.future, _explained(result) if job.explain else result)
+            if job.explain:
+                explaining.append((job, result))
+            else:
+                _resolve(job.future, result)
             start += len(job.rows)
+        if explaining:
+            explained = _explained([result for _, result in explaining])
+            for (job, _), result in zip(explaining, explained, strict=True):
+                _resolve(job.future, result)
         if self.on_scored is not None:
             try:
                 self.on_scored(scored)
