@@ -3,9 +3,9 @@ study) and ``<family>_candidate`` (a registered MLflow model version)."""
 
 from collections.abc import Iterator
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
 from pydantic import Field
 
 from mlops_assets.features.definition import LABEL_COLUMN
@@ -32,8 +32,10 @@ from mlops_assets.train.metrics import (
     evaluate,
     evaluation_figures,
 )
-from mlops_assets.train.tuning import history_figures, run_study
 from mlops_assets.upstream import latest_metadata
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TRAINING_SET = "training_set"
 REFERENCE_ROWS = 50_000
@@ -125,7 +127,7 @@ def pinned_training_set(
     return loaded
 
 
-def _require_both_classes(frame_labels: np.ndarray, what: str) -> None:
+def _require_both_classes(frame_labels: "np.ndarray", what: str) -> None:
     if frame_labels.min() == frame_labels.max():
         raise dg.Failure(
             description=f"The {what} has a single class; it cannot measure a model. "
@@ -157,6 +159,8 @@ def build_tuning_asset(family: ModelFamily) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         import mlflow
         from sklearn.metrics import average_precision_score
+
+        from mlops_assets.train.tuning import history_figures, run_study  # loads optuna
 
         data = pinned_training_set(context, lake)
         train, tuning = data.train, data.tuning

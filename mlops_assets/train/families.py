@@ -8,13 +8,14 @@ candidate assets are built once for every family (``train/assets.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
-import optuna
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN
+
+if TYPE_CHECKING:
+    import numpy as np
+    import optuna
+    import pandas as pd
 
 
 class ModelFamily(Protocol):

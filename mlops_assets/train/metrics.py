@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and scikit-learn are imported in the functions that use them: this module is imported by
+# the code location (the gate's metric names), which must import fast
 
 #: Metrics the promotion gate can compare (all: higher is better).
 GATE_METRICS = ("pr_auc", "roc_auc", "recall_at_precision", "f1")
@@ -57,6 +52,9 @@ class HoldoutMetrics:
 
 def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold that maximises F1 on these labels (0.5 when there is no positive)."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_curve
+
     if labels.sum() == 0:
         return 0.5
     precision, recall, thresholds = precision_recall_curve(labels, scores)
@@ -66,6 +64,8 @@ def best_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def recall_at_precision(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
     """The highest recall reachable at a threshold whose precision is at least ``target``."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(labels, scores)
     reachable = recall[precision >= target]
     return float(reachable.max()) if reachable.size else 0.0
@@ -76,6 +76,14 @@ def evaluate(
 ) -> HoldoutMetrics:
     """PR-AUC, ROC-AUC, recall at ``target_precision`` and precision/recall/F1 at
     ``threshold``."""
+    from sklearn.metrics import (
+        average_precision_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ValueError(
             "The holdout has a single class; it cannot measure the model. "
@@ -98,6 +106,8 @@ def evaluate(
 
 def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
     """The confusion matrix at ``threshold`` as named counts."""
+    from sklearn.metrics import confusion_matrix
+
     tn, fp, fn, tp = confusion_matrix(labels, scores >= threshold, labels=[0, 1]).ravel()
     return {
         "true_negatives": int(tn),

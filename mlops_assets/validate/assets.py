@@ -2,10 +2,9 @@
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import polars as pl
-import pyarrow as pa
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
@@ -16,11 +15,12 @@ from mlops_assets.tables import (
     RAW_TRANSACTIONS,
     VALIDATED_TRANSACTIONS,
 )
-from mlops_assets.validate.contract import CONTRACT_VERSION, contract_hash, describe_contract
-from mlops_assets.validate.rules import ContractOutcome, apply_contract
 
-#: polars' own string layout, handed to the Delta writer without a copy
-ZERO_COPY = pl.CompatLevel.newest()
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlops_assets.validate.rules import ContractOutcome
+
 VALIDATED = dg.AssetKey("validated_transactions")
 QUARANTINED = dg.AssetKey("quarantined_transactions")
 
@@ -74,6 +74,13 @@ def validated_transactions(
     context: dg.AssetExecutionContext, lake: DeltaLake, policy: PipelinePolicy
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Apply the data contract to the day's raw rows; split them into validated and quarantined."""
+    # pandera and polars load with the step, not with the code location
+    import polars as pl
+
+    from mlops_assets.validate.contract import CONTRACT_VERSION, contract_hash, describe_contract
+    from mlops_assets.validate.rules import apply_contract
+
+    zero_copy = pl.CompatLevel.newest()  # polars' string layout, to the Delta writer uncopied
     days = partition_days(context)
     outcomes: dict[str, ContractOutcome] = {}
     raw_rows: dict[str, int] = {}
@@ -88,14 +95,14 @@ def validated_transactions(
                 description=f"raw_transactions has no rows for {day}: materialize it first"
             )
         outcome = apply_contract(raw.drop("txn_date"), day, policy.epoch)
-        quarantined_table = outcome.quarantined.to_arrow(compat_level=ZERO_COPY)
+        quarantined_table = outcome.quarantined.to_arrow(compat_level=zero_copy)
         schemas["quarantined"] = quarantined_table.schema
         if outcome.reject_share > policy.max_reject_share:
             # blocked: the rejects are in quarantine, the day's silver rows are held back
             blocked.append(day)
             quarantine_write = lake.overwrite_day(QUARANTINED_TRANSACTIONS, quarantined_table, day)
         else:
-            valid_table = outcome.valid.to_arrow(compat_level=ZERO_COPY)
+            valid_table = outcome.valid.to_arrow(compat_level=zero_copy)
             schemas["valid"] = valid_table.schema
             # the two tables are written side by side (delta-rs releases the GIL)
             with ThreadPoolExecutor(max_workers=2) as pool:
@@ -182,7 +189,7 @@ def _checks(summary: dict, policy: PipelinePolicy, blocked: list) -> Iterator[dg
     )
 
 
-def _summary(outcomes: dict[str, ContractOutcome], raw_rows: dict[str, int]) -> dict:
+def _summary(outcomes: "dict[str, ContractOutcome]", raw_rows: dict[str, int]) -> dict:
     rejects: dict[str, int] = {}
     for outcome in outcomes.values():
         for rule, count in outcome.rejects_by_rule.items():
