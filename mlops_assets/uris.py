@@ -11,8 +11,11 @@ too).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
 
 _S3_OPTIONS = {
     "aws_endpoint_url": "endpoint_override",
@@ -46,6 +49,8 @@ def s3_filesystem(storage_options: Mapping[str, str]) -> pafs.S3FileSystem:
     Options it does not know (e.g. ``AWS_S3_ALLOW_UNSAFE_RENAME``, delta-rs only) are ignored;
     an endpoint without a scheme is reached over ``http`` when ``AWS_ALLOW_HTTP`` is true.
     """
+    import pyarrow.fs as pafs
+
     kwargs: dict[str, str] = {}
     allow_http = False
     for key, value in storage_options.items():
@@ -68,6 +73,8 @@ def filesystem(
     ``storage_options`` configure ``s3://`` (and ``s3a://``) URIs; without them the filesystem
     is resolved from the URI and the environment.
     """
+    import pyarrow.fs as pafs
+
     if "://" not in uri:
         return pafs.LocalFileSystem(), uri
     scheme, _, path = uri.partition("://")

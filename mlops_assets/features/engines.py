@@ -12,10 +12,8 @@ from datetime import date
 from typing import Any
 
 import dagster as dg
-import pyarrow.compute as pc
 
 from mlops_assets.features.definition import INPUT_COLUMNS, lookback_days
-from mlops_assets.features.duckdb_engine import compute_features_duckdb
 from mlops_assets.resources.lake import DeltaLake, PartitionWrite
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 
@@ -82,6 +80,9 @@ class DuckDBFeatureEngine(FeatureEngine):
     def build(
         self, context: dg.AssetExecutionContext, lake: DeltaLake, first: date, last: date
     ) -> FeatureBuild:
+        import pyarrow.compute as pc
+
+        from mlops_assets.features.duckdb_engine import compute_features_duckdb
         from mlops_assets.resources.lake import column_schema
 
         validated_version = lake.version(VALIDATED_TRANSACTIONS)

@@ -3,7 +3,6 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-import polars as pl
 
 from mlops_assets.automation import DAILY_FRESHNESS
 from mlops_assets.ingest.delivery import DeliveryError, load_day
@@ -44,6 +43,8 @@ def raw_transactions(
     file rows only; its streamed rows stay. Fails, naming the file, on a malformed, empty or
     incomplete file, and when the day has neither a file nor a streamed message; the landing
     and stream sensors request a day when its files or streamed rows change."""
+    import polars as pl
+
     days = partition_days(context)
     files = landing.list_files()
     ingested_at = datetime.now(UTC).replace(tzinfo=None)

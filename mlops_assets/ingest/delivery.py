@@ -17,11 +17,13 @@ import io
 import re
 from collections.abc import Callable
 from datetime import date, datetime
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from mlops_assets.paysim import PAYSIM_COLUMNS
 from mlops_assets.resources.landing import LandingFile
+
+if TYPE_CHECKING:
+    import polars as pl
 
 REQUIRED_COLUMNS = PAYSIM_COLUMNS
 OPTIONAL_COLUMNS = ("timestamp",)
@@ -53,6 +55,8 @@ def parse_delivered(file: LandingFile, content: bytes) -> pl.DataFrame:
     Raises DeliveryError for an unreadable, empty or incomplete file, or one naming a column
     twice.
     """
+    import polars as pl
+
     if not content.strip():
         raise DeliveryError(f"Landing file {file.uri} is empty (0 bytes of data)")
     try:
@@ -85,6 +89,8 @@ def parse_delivered(file: LandingFile, content: bytes) -> pl.DataFrame:
 
 
 def _as_text(frame: pl.DataFrame) -> list[pl.Expr]:
+    import polars as pl
+
     expressions = []
     for name, dtype in frame.schema.items():
         column = pl.col(name)
@@ -100,6 +106,8 @@ def _as_text(frame: pl.DataFrame) -> list[pl.Expr]:
 
 def with_lineage(frame: pl.DataFrame, file: LandingFile, ingested_at: datetime) -> pl.DataFrame:
     """Add ``_source_file``, ``_source_row`` (1-based), ``_ingested_at`` and the timestamp flag."""
+    import polars as pl
+
     from_step = "timestamp" not in frame.columns
     return frame.with_columns(
         pl.lit(file.uri).alias("_source_file"),
@@ -115,6 +123,8 @@ def rows_of_day_from_log(frame: pl.DataFrame, day: date, epoch: date) -> tuple[p
     A row's day is ``epoch + (step - 1) // 24`` days; rows whose step is not a positive
     integer cannot be placed on any day and are counted (and reported) instead.
     """
+    import polars as pl
+
     step = pl.col("step").str.strip_chars().cast(pl.Int64, strict=False)
     offset = (day - epoch).days
     first_step, last_step = offset * 24 + 1, offset * 24 + 24
@@ -130,6 +140,8 @@ def load_day(
     ingested_at: datetime,
 ) -> tuple[pl.DataFrame, dict[str, str], int]:
     """All delivered rows for ``day``: (rows, {file URI: content digest}, unassignable rows)."""
+    import polars as pl
+
     parts: list[pl.DataFrame] = []
     sources: dict[str, str] = {}
     unassignable = 0

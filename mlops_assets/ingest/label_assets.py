@@ -4,7 +4,6 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
-import polars as pl
 
 from mlops_assets.ingest.delivery import DeliveryError, content_digest
 from mlops_assets.ingest.labels import label_files_for, parse_labels
@@ -31,6 +30,8 @@ def transaction_labels(
     landing zone: `transaction_id`, `isFraud`). Partitioned by the transactions' day, not by
     the delivery's, so `model_performance` of a day waits for this day's labels and never uses
     labels it could not have had. Fails, naming the file and line, on a malformed delivery."""
+    import polars as pl
+
     files = label_landing.list_files()
     ingested_at = datetime.now(UTC)
     digests: dict[str, str] = {}

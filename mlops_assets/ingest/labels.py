@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 from datetime import date
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from mlops_assets.ingest.delivery import DeliveryError, file_day
 from mlops_assets.resources.landing import LandingFile
+
+if TYPE_CHECKING:
+    import polars as pl
 
 LABEL_COLUMNS = ("transaction_id", "isFraud")
 
@@ -21,6 +23,8 @@ def label_files_for(day: date, files: list[LandingFile]) -> list[LandingFile]:
 
 def parse_labels(file: LandingFile, content: bytes) -> pl.DataFrame:
     """A label file as (transaction_id: str, isFraud: int8); DeliveryError naming the problem."""
+    import polars as pl
+
     if not content.strip():
         raise DeliveryError(f"Label file {file.uri} is empty")
     try:

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
-import polars as pl
-
 from mlops_assets.ingest.delivery import DeliveryError, content_digest, file_day
 from mlops_assets.resources.landing import LandingFile
 
@@ -57,6 +55,8 @@ def load_cursor(raw: dict[str, dict[str, object]] | None) -> dict[str, SeenFile]
 
 def log_days(content: bytes, name: str, epoch: date) -> set[date]:
     """The days an undated PaySim log covers, from its ``step`` column."""
+    import polars as pl
+
     if name.lower().endswith(".parquet"):
         steps = pl.read_parquet(io.BytesIO(content), columns=["step"])["step"]
     else:

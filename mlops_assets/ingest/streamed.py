@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-import polars as pl
-
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.tables import PARTITION_COLUMN, RAW_TRANSACTIONS
 
@@ -56,6 +54,8 @@ def streamed_days(
 ) -> dict[date, StreamedDay]:
     """The streamed rows of ``days`` (at ``version``, default the latest): counts, offsets and
     when they were last written; days without any are left out."""
+    import polars as pl
+
     if not days or not has_streamed_rows(lake):
         return {}
     frame = lake.read_frame(

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
+
 
 ALPHA = 0.01
 MIN_ROWS = 200  # per version, for a flagged-share test
@@ -94,6 +95,7 @@ def last_answers(served: pl.DataFrame) -> pl.DataFrame:
 
 
 def _figures(version: int, alias: str, day: str, rows: pl.DataFrame) -> VersionFigures:
+    import polars as pl
     from sklearn.metrics import average_precision_score
 
     labelled = rows.filter(pl.col("isFraud").is_not_null())
@@ -127,6 +129,8 @@ def version_figures(
     """(per version and day, per version over the window), from the log's rows
     (``transaction_id``, ``txn_date``, ``model_version``, ``model_alias``, ``fraud_score``,
     ``is_fraud_predicted``, ``served_at``) and the labels (``transaction_id``, ``isFraud``)."""
+    import polars as pl
+
     answers = last_answers(served).join(
         labels.select("transaction_id", "isFraud").unique("transaction_id"),
         on="transaction_id",
@@ -230,4 +234,6 @@ def markdown(rows: list[VersionFigures]) -> str:
 
 
 def _figure(value: float) -> str:
+    import numpy as np
+
     return "-" if np.isnan(value) else f"{value:.3f}"

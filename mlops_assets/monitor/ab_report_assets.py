@@ -5,7 +5,6 @@ import io
 from datetime import date, timedelta
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from mlops_assets.monitor.ab_report import (
@@ -90,6 +89,8 @@ def model_ab_report(
     the champion over the window, with two-proportion z-tests (p < 0.01) on flagged share,
     recall and precision and a verdict in words. A plot and the tables in an HTML report in the
     lake's reports area; `canary_sensor` reads the comparisons before it promotes a canary."""
+    import polars as pl
+
     served_days = lake.days(SERVED_PREDICTIONS)
     if not served_days:
         raise dg.Failure(description="served_predictions is empty: the model service has not "

@@ -3,10 +3,9 @@
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from mlops_assets.automation import refresh_when_upstream_day_changes
 from mlops_assets.features.definition import FEATURE_COLUMNS
@@ -20,6 +19,10 @@ from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.tables import TRANSACTION_FEATURES
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 #: Type indicators are compared as the one categorical ``type`` column instead.
 DRIFT_NUMERICAL = [c for c in FEATURE_COLUMNS if not c.startswith("is_")]
 DRIFT_CATEGORICAL = ["type"]
@@ -29,9 +32,10 @@ PREDICTION = "fraud_score"
 DRIFT_REPORT = dg.AssetKey("drift_report")
 
 
-def training_reference(mlflow_tracking: MlflowTracking, model: AliasedModel) -> pd.DataFrame:
+def training_reference(mlflow_tracking: MlflowTracking, model: AliasedModel) -> "pd.DataFrame":
     """The sample of training features logged with the model's MLflow run."""
     import mlflow.artifacts
+    import pandas as pd
 
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
@@ -46,8 +50,8 @@ def training_reference(mlflow_tracking: MlflowTracking, model: AliasedModel) -> 
 def _day_report(
     lake: DeltaLake,
     policy: PipelinePolicy,
-    reference: pd.DataFrame,
-    score: Callable[[pd.DataFrame], np.ndarray],
+    reference: "pd.DataFrame",
+    score: "Callable[[pd.DataFrame], np.ndarray]",
     day: date,
 ) -> tuple[DriftSummary, str]:
     from mlops_assets.monitor.drift import compute_drift

@@ -24,10 +24,12 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 _VALUE_DRIFT_TYPE = "ValueDrift"
 _FAIL_STATUS = "FAIL"
@@ -109,6 +111,8 @@ def _check_columns(
         ValueError: on empty frames, empty/duplicate/overlapping column lists, missing
             columns or non-numeric "numerical" columns.
     """
+    import pandas as pd
+
     if reference.empty or len(reference) == 0:
         raise ValueError("reference frame is empty")
     if current.empty or len(current) == 0:
@@ -143,6 +147,8 @@ def _check_columns(
 
 def _sample_positions(n_rows: int, max_rows: int, rng: np.random.Generator) -> np.ndarray | None:
     """Sorted row positions of a without-replacement sample, or None when no sampling is needed."""
+    import numpy as np
+
     if n_rows <= max_rows:
         return None
     return np.sort(rng.choice(n_rows, size=max_rows, replace=False))
@@ -161,6 +167,9 @@ def _prepare(
     ``category`` dtypes with different category sets on each side trigger warnings).
     Row order is preserved so Evidently's index-binned plots stay meaningful.
     """
+    import numpy as np
+    import pandas as pd
+
     if positions is not None:
         # sample rows first: this copies max_rows rows, not every row of a big day
         frame = frame.take(positions)
@@ -332,6 +341,8 @@ def compute_drift(
         ValueError: empty frames, missing/invalid columns, bad parameters, or no column
             with data to test.
     """
+    import numpy as np
+
     if not 0.0 < drift_share_threshold <= 1.0:
         raise ValueError(f"drift_share_threshold must be in (0, 1], got {drift_share_threshold}")
     if max_rows < 1:

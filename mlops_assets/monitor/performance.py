@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 Level = Literal["ok", "warn", "error", "unknown"]
 
@@ -63,6 +65,8 @@ def performance_level(
     day: DayPerformance, holdout_pr_auc: float, rule: PerformanceRule
 ) -> tuple[Level, float, str]:
     """(level, relative PR-AUC drop, explanation) of a day against the holdout figure."""
+    import numpy as np
+
     if day.fraud_rows < rule.min_fraud_rows or np.isnan(day.pr_auc):
         return (
             "unknown",

@@ -4,8 +4,6 @@ that day's labels have arrived, and its check."""
 from collections.abc import Iterator
 
 import dagster as dg
-import numpy as np
-import polars as pl
 
 from mlops_assets.automation import refresh_when_upstream_day_changes
 from mlops_assets.monitor.alerts import Alert
@@ -67,6 +65,9 @@ def model_performance(
     delivered (they arrive days later; until then this day waits): precision and recall at the
     model's decision, PR-AUC of its scores, label coverage, and the drop against the model's
     holdout PR-AUC. Numeric metadata, so the UI plots it over days."""
+    import numpy as np
+    import polars as pl
+
     days = partition_days(context)
     scores = pl.from_arrow(
         lake.read(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
+
 
 #: upper bounds of the amount bands (the last band is open)
 AMOUNT_BANDS: tuple[float, ...] = (1_000.0, 10_000.0, 100_000.0, 1_000_000.0)
@@ -72,6 +74,8 @@ def _short(value: float) -> str:
 
 def amount_band(amount: pl.Expr, bands: tuple[float, ...] = AMOUNT_BANDS) -> pl.Expr:
     """The band label of each amount."""
+    import polars as pl
+
     labels = band_labels(bands)
     expression = pl.lit(labels[-1])
     for bound, label in reversed(list(zip(bands, labels, strict=False))):
@@ -84,6 +88,8 @@ def segment_quality(
 ) -> list[SegmentQuality]:
     """Per type and per amount band, from labelled rows with columns ``type``, ``amount``,
     ``isFraud`` and ``is_fraud_predicted``."""
+    import polars as pl
+
     labelled = frame.with_columns(
         amount_band(pl.col("amount"), bands).alias("amount_band"),
         pl.col("isFraud").cast(pl.Int64).alias("_fraud"),

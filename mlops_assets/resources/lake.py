@@ -10,17 +10,16 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import TableNotFoundError
 from pydantic import Field
 
 from mlops_assets.tables import PARTITION_COLUMN, LakeTable
 from mlops_assets.uris import join_uri, write_text
 
+# pyarrow and delta-rs are imported in the methods: the code location imports this module
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow as pa
+    from deltalake import CommitProperties, DeltaTable
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 def _type_name(arrow_type: pa.DataType) -> str:
     """How a column's type reads in the UI (Delta stores every text layout as ``string``)."""
+    import pyarrow as pa
+
     if arrow_type in (pa.string_view(), pa.large_string()):
         return "string"
     return str(arrow_type)
@@ -95,6 +96,9 @@ class DeltaLake(dg.ConfigurableResource):
         return uri
 
     def _open(self, table: LakeTable, version: int | None = None) -> DeltaTable | None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
         try:
             return DeltaTable(
                 self.table_uri(table), version=version, storage_options=self.storage_options or None
@@ -201,6 +205,8 @@ class DeltaLake(dg.ConfigurableResource):
         ``data`` carries its ``txn_date``; a row outside the range is refused before anything is
         written.
         """
+        from deltalake import DeltaTable, WriterProperties, write_deltalake
+
         data = _date_partition_column(data, first, last)
         uri = self.table_uri(table)
         properties = WriterProperties(compression=self.compression)
@@ -259,6 +265,8 @@ class DeltaLake(dg.ConfigurableResource):
         """Rewrite the small files of ``day`` into as few as Delta's target file size allows,
         in one commit: readers see the same rows before and after, and appends made meanwhile
         are kept. Returns Delta's metrics (``numFilesAdded``, ``numFilesRemoved``, ...)."""
+        from deltalake import WriterProperties
+
         delta = self._open(table)
         if delta is None:
             raise FileNotFoundError(
@@ -347,6 +355,10 @@ class DeltaAppender:
         ``commit_properties`` (custom metadata, application transactions); returns the version
         committed. ``refresh=False`` commits on the snapshot read last (by
         ``transaction_versions``)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from deltalake import WriterProperties, write_deltalake
+
         if PARTITION_COLUMN not in data.column_names:
             raise ValueError(f"rows appended to {self.table.path} need a {PARTITION_COLUMN} column")
         try:
@@ -380,6 +392,8 @@ class DeltaAppender:
         return version
 
     def _compact(self, day: date) -> None:
+        from deltalake import WriterProperties
+
         started = time.perf_counter()
         try:
             assert self._delta is not None
@@ -411,6 +425,9 @@ class DeltaAppender:
 
 
 def _date_partition_column(data: pa.Table, first: date, last: date) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     index = data.column_names.index(PARTITION_COLUMN)
     dates = data.column(PARTITION_COLUMN).cast(pa.date32())
     low, high = pa.scalar(first, pa.date32()), pa.scalar(last, pa.date32())
@@ -426,6 +443,8 @@ def _date_partition_column(data: pa.Table, first: date, last: date) -> pa.Table:
 
 def _with_partition_column(data: pa.Table, day: date) -> pa.Table:
     """``data`` with a ``txn_date`` column: added as ``day`` when absent, kept otherwise."""
+    import pyarrow as pa
+
     if PARTITION_COLUMN in data.column_names:
         return data
     return data.append_column(PARTITION_COLUMN, pa.array([day] * data.num_rows, pa.date32()))

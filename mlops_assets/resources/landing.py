@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
-import pyarrow.fs as pafs
 from pydantic import Field
 
 from mlops_assets.uris import filesystem, join_uri
@@ -39,6 +38,8 @@ class LandingZone(dg.ConfigurableResource):
     )
 
     def list_files(self) -> list[LandingFile]:
+        import pyarrow.fs as pafs
+
         fs, root = filesystem(self.uri, self.storage_options)
         selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
         files: list[LandingFile] = []

@@ -3,9 +3,6 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
@@ -35,6 +32,10 @@ def scored_transactions(
     the scoring alias (`champion`): score, decision at the model's threshold, and the model
     name and version on every row. A new model version does not re-score past days on its own;
     scores change from the next materialization of a day on."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
     days = partition_days(context)
     champion = resolve_alias(mlflow_tracking, policy.model_name, policy.model_alias)
     features = lake.read(TRANSACTION_FEATURES, days=days).to_pandas()

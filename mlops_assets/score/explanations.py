@@ -2,11 +2,9 @@
 transactions, by the model version that scored them."""
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
 from mlops_assets.automation import refresh_when_upstream_day_changes
@@ -16,17 +14,25 @@ from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.tables import FRAUD_EXPLANATIONS, SCORED_TRANSACTIONS, TRANSACTION_FEATURES
 
-SCHEMA = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("model_version", pa.int64()),
-        ("rank", pa.int32()),
-        ("feature", pa.string()),
-        ("value", pa.string()),  # the raw value as text: numeric features and the type alike
-        ("contribution", pa.float64()),
-        ("txn_date", pa.date32()),
-    ]
-)
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def explanations_schema() -> "pa.Schema":
+    """The table's schema (a function: pyarrow loads with the step, not the code location)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("transaction_id", pa.string()),
+            ("model_version", pa.int64()),
+            ("rank", pa.int32()),
+            ("feature", pa.string()),
+            ("value", pa.string()),  # the raw value as text: numeric features and the type alike
+            ("contribution", pa.float64()),
+            ("txn_date", pa.date32()),
+        ]
+    )
 
 
 class ExplanationsConfig(dg.Config):
@@ -57,9 +63,12 @@ def explanation_rows(
     version: int,
     days: list[date],
     explanations: list[list[dict]],
-) -> pa.Table:
+) -> "pa.Table":
     """The long table: one row per (transaction, rank)."""
-    columns: dict[str, list] = {field.name: [] for field in SCHEMA}
+    import pyarrow as pa
+
+    schema = explanations_schema()
+    columns: dict[str, list] = {field.name: [] for field in schema}
     for transaction_id, day, top in zip(transaction_ids, days, explanations, strict=True):
         for rank, item in enumerate(top, start=1):
             columns["transaction_id"].append(transaction_id)
@@ -70,7 +79,7 @@ def explanation_rows(
             columns["value"].append(None if value is None else str(value))
             columns["contribution"].append(item["contribution"])
             columns["txn_date"].append(day)
-    return pa.table(columns, schema=SCHEMA)
+    return pa.table(columns, schema=schema)
 
 
 @dg.asset(
@@ -92,6 +101,10 @@ def fraud_explanations(
     recorded on its `scored_transactions` row from the same `transaction_features` it scored:
     one row per transaction and rank. Only flagged rows by default: they are the ones an analyst
     reviews, and explaining a whole day costs several times its scoring (config `all_rows`)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
     days = partition_days(context)
     scored = lake.read(
         SCORED_TRANSACTIONS,
@@ -117,7 +130,7 @@ def fraud_explanations(
             explanation_rows(rows["transaction_id"].tolist(), int(version), row_days, explained)
         )
         versions.append(int(version))
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    table = pa.concat_tables(tables) if tables else explanations_schema().empty_table()
     write = lake.overwrite_days(FRAUD_EXPLANATIONS, table, days[0], days[-1])
     top_features = (
         table.group_by("feature")

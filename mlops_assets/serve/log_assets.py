@@ -1,14 +1,15 @@
 """The ``served_predictions`` asset: the model service's prediction log, kept compact by day."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
-import pyarrow as pa
 
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.tables import SERVED_PREDICTIONS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _SUMMARY_COLUMNS = [
     "fraud_score",
@@ -21,8 +22,10 @@ _SUMMARY_COLUMNS = [
 ]
 
 
-def day_summary(rows: pa.Table) -> dict[str, Any]:
+def day_summary(rows: "pa.Table") -> dict[str, Any]:
     """What an analyst reads first about a day of served predictions."""
+    import numpy as np
+
     count = rows.num_rows
     if count == 0:
         return {"dagster/row_count": 0}

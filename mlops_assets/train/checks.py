@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from mlops_assets.train.onnx_export import (
     EXPORTERS,
@@ -20,6 +18,10 @@ from mlops_assets.train.onnx_export import (
     export_onnx,
     onnx_parity,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 ONNX_CHECK = "onnx_matches_native"
 

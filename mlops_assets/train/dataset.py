@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 from mlops_assets.train.split import TrainingWindow, choose_window
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The columns a training set holds (and that its content hash covers), in this order.
 TRAINING_COLUMNS: tuple[str, ...] = (
@@ -107,6 +108,9 @@ class TrainingSet:
 
 def content_hash(frame: pd.DataFrame) -> str:
     """SHA-256 of the rows' values, independent of row order (rows sorted by id first)."""
+    import numpy as np
+    import pandas as pd
+
     ordered = frame.loc[:, list(TRAINING_COLUMNS)].sort_values("transaction_id", kind="stable")
     row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
     return hashlib.sha256(row_hashes.tobytes()).hexdigest()
@@ -122,6 +126,8 @@ def read_window(
     lake: DeltaLake, fit_days: tuple[str, ...], holdout_days: tuple[str, ...], version: int
 ) -> pd.DataFrame:
     """The training columns of those days from the feature table at ``version``."""
+    import pandas as pd
+
     days = [date.fromisoformat(d) for d in (*fit_days, *holdout_days)]
     frame = lake.read(
         TRANSACTION_FEATURES, days=days, columns=list(TRAINING_COLUMNS), version=version

@@ -26,12 +26,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.features.definition import FEATURE_COLUMNS
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 #: Where the ONNX copy is logged in the candidate's MLflow run.
 ONNX_ARTIFACT = "onnx/model.onnx"
@@ -68,6 +69,8 @@ def onnx_parity(
 ) -> Parity:
     """The largest absolute score difference and whether it is within ``tolerance``; scores of
     different lengths, or any NaN, fail."""
+    import numpy as np
+
     native = np.asarray(native_scores, dtype=np.float64).reshape(-1)
     exported = np.asarray(onnx_scores, dtype=np.float64).reshape(-1)
     if native.shape != exported.shape:
@@ -107,6 +110,7 @@ def export_xgboost(model: Any) -> bytes:
 
 def export_mlp(model: Any) -> bytes:
     """The Keras MLP (``train/mlp.py``) as ONNX: ``features`` and ``type`` in, probability out."""
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -179,6 +183,8 @@ def export_mlp(model: Any) -> bytes:
 
 def onnx_inputs(family: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The exported graph's inputs for raw feature rows."""
+    import numpy as np
+
     inputs = {"features": frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)}
     if family == "mlp":
         inputs[_CATEGORY_COLUMN] = frame[_CATEGORY_COLUMN].to_numpy(dtype=object, na_value="")
@@ -208,6 +214,8 @@ class OnnxScorer:
         self._output = outputs[1] if family == "xgboost" else outputs[0]
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
         if len(frame) == 0:
             return np.empty(0, dtype=np.float64)
         (out,) = self.session.run([self._output], onnx_inputs(self.family, frame))
