@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from mlops_assets.deployment import executor_for
@@ -70,7 +72,9 @@ def _for_the_ui(assets: list) -> list:
         lambda spec: spec.replace_attributes(owners=[*spec.owners, OWNERS[spec.group_name]]),
         assets,
     )
-    return list(dg.with_source_code_references(owned))
+    with warnings.catch_warnings():  # code references are beta: not a warning per load
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return list(dg.with_source_code_references(owned))
 
 
 ingest_job = dg.define_asset_job(
