@@ -10,13 +10,18 @@ run, job, step, asset and partition. Fields passed with ``extra={...}`` (``reque
 
 Rendering is structlog's :class:`~structlog.stdlib.ProcessorFormatter` over the standard
 ``logging`` records, so every library that logs through ``logging`` is rendered the same way.
+:func:`library_output_to` sends what the libraries write to standard error into a file (the
+demo's console stays its own progress).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -76,6 +81,35 @@ def configure_logging(level: int = logging.INFO, log_format: LogFormat = "text")
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def library_output_to(log_path: Path) -> Iterator[Path]:
+    """Point this process's standard error (file descriptor 2) at ``log_path`` for the block.
+
+    What the libraries write there lands in the file instead of between a command's progress
+    lines on the console: TensorFlow's and abseil's C++ log lines (``E0000 ...``, written
+    straight to descriptor 2, which no Python setting reaches), Python warnings, the
+    libraries' loggers, the servers started meanwhile, and the console logger of the Dagster
+    runs executed in the process (a blocked gate's ``STEP_FAILURE``). Standard output stays
+    the console's. Descriptor 2 is restored on the way out, also when the block raises, so a
+    failure's message and traceback reach the console.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    python_stderr = sys.stderr
+    python_stderr.flush()
+    console = os.dup(2)
+    log = open(log_path, "w", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+    try:
+        os.dup2(log.fileno(), 2)
+        sys.stderr = log  # also where ``sys.stderr`` is not descriptor 2 (pytest's capture)
+        yield log_path
+    finally:
+        sys.stderr = python_stderr
+        log.flush()
+        os.dup2(console, 2)
+        os.close(console)
+        log.close()
 
 
 # --- Dagster ------------------------------------------------------------------------------
