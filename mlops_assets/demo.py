@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +11,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.demo_report import command_path, describe, library_log, run_page
+from mlops_assets.demo_report import where_to_look as where_to_look  # the CLI's summary
 from mlops_assets.demo_stream import StreamLeg
+from mlops_assets.logs import library_output_to
 from mlops_assets.settings import Settings
 
+#: the demo's runs log their warnings and errors (into the demo log, see
+#: :func:`~mlops_assets.logs.library_output_to`); all of a run's events are on its page
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def say_now(line: str) -> None:
+    """A progress line on the console, at once (stdout may be a pipe, e.g. into ``tee``)."""
+    print(line, flush=True)
 
 
 @dataclass(frozen=True)
@@ -70,10 +79,13 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 def failure_message(result: Any) -> str:
+    """Each failed step and its error: the code's own exception, not Dagster's wrapper of it."""
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
             error = event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
             messages.append(
                 f"{event.step_key}: {error.message.strip() if error else event.message}"
             )
@@ -93,6 +105,16 @@ class DemoFailed(RuntimeError):
     """A demo run failed; the message carries the failing step's error."""
 
 
+def run_failed(label: str, result: Any, log: Path | None = None) -> DemoFailed:
+    """The error of an unexpected failed run: its id, each failed step's error, and where the
+    rest is (the run's page in the UI, the library log)."""
+    where = f"the run's events and tracebacks: {command_path()} ui, then {run_page(result.run_id)}"
+    return DemoFailed(
+        f"{label} failed (run {result.run_id}):\n{failure_message(result)}\n"
+        f"See {where}" + (f"; the libraries' output: {log}" if log else "")
+    )
+
+
 def run_demo(
     settings: Settings,
     plan: DemoPlan,
@@ -100,13 +122,48 @@ def run_demo(
     bad_row_share: float = 0.01,
     seed: int = 42,
     fmt: str = "csv",
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = say_now,
     xgboost_trials: int = 6,
     mlp_trials: int = 2,
     stream: bool = True,
 ) -> dict[str, Any]:
     """Generate the demo data and materialize every asset for it, printing progress; with
-    ``stream``, the last day arrives on a local Kafka broker instead of as a file."""
+    ``stream``, the last day arrives on a local Kafka broker instead of as a file.
+
+    The console gets the demo's progress only: what the libraries write to standard error
+    goes to :func:`library_log` (named first), the runs' events stay in the instance."""
+    log = library_log(settings)
+    say(f"Library output (TensorFlow, MLflow, the runs' warnings) goes to {log}")
+    with library_output_to(log):
+        return _build_everything(
+            settings,
+            plan,
+            rows_per_day=rows_per_day,
+            bad_row_share=bad_row_share,
+            seed=seed,
+            fmt=fmt,
+            say=say,
+            xgboost_trials=xgboost_trials,
+            mlp_trials=mlp_trials,
+            stream=stream,
+            log=log,
+        )
+
+
+def _build_everything(
+    settings: Settings,
+    plan: DemoPlan,
+    *,
+    rows_per_day: int,
+    bad_row_share: float,
+    seed: int,
+    fmt: str,
+    say: Callable[[str], None],
+    xgboost_trials: int,
+    mlp_trials: int,
+    stream: bool,
+    log: Path,
+) -> dict[str, Any]:
     import dagster as dg
 
     from mlops_assets.datagen import GeneratorConfig, write_day
@@ -155,9 +212,9 @@ def run_demo(
             instance=instance, raise_on_error=False, **kwargs
         )
         if not result.success:
-            raise DemoFailed(f"{label} failed (run {result.run_id}):\n{failure_message(result)}")
+            raise run_failed(label, result, log)
         assets = _materialized(result)
-        say(f"  {label:<28} {time.perf_counter() - started:5.1f}s  {_describe(assets)}")
+        say(f"  {label:<28} {time.perf_counter() - started:5.1f}s  {describe(assets)}")
         return assets
 
     first_run = [d for d in days if d <= plan.training_end]
@@ -254,7 +311,9 @@ def run_demo(
             continue
         for request in decision.run_requests:
             say(f"  retraining sensor: {request.tags['mlops/retrain_reason']}")
-            retrains.append(retrain(defs, instance, request, {"ops": tuning, **QUIET_LOGS}, say))
+            retrains.append(
+                retrain(defs, instance, request, {"ops": tuning, **QUIET_LOGS}, say, log)
+            )
     return {
         "trained": trained,
         "drift": drift,
@@ -264,122 +323,47 @@ def run_demo(
     }
 
 
+def gate_blocked(result: Any) -> bool:
+    """Whether a model-factory run failed only because the gate blocked its challenger:
+    ``challenger_model`` recorded a blocked decision, and the one failed step is that asset's,
+    failed by its blocking check (which skips ``champion_model``), not by an error."""
+    gate = _materialized(result).get("challenger_model")
+    failures = [e for e in result.all_events if e.is_step_failure]
+    return (
+        gate is not None
+        and gate["gate_decision"] == "blocked"
+        and len(failures) == 1
+        and failures[0].step_key == "challenger_model"
+        and getattr(failures[0].event_specific_data.error, "cls_name", None)
+        == "DagsterAssetCheckFailedError"
+    )
+
+
 def retrain(
-    defs: Any, instance: Any, request: Any, run_config: dict[str, Any], say: Callable[[str], None]
+    defs: Any,
+    instance: Any,
+    request: Any,
+    run_config: dict[str, Any],
+    say: Callable[[str], None],
+    log: Path | None = None,
 ) -> dict[str, Any]:
     """Run the model factory as the sensor requested; a blocked gate is an outcome, not a
-    failure of the demo."""
+    failure of the demo: it is said as a decision, with the run's page where its check and
+    reasons are."""
     started = time.perf_counter()
     result = defs.resolve_job_def("training_job").execute_in_process(
         instance=instance, run_config=run_config, tags=request.tags, raise_on_error=False
     )
+    if not result.success and not gate_blocked(result):
+        raise run_failed("retraining", result, log)
     assets = _materialized(result)
-    gate = assets.get("challenger_model")
-    if not result.success and (gate is None or gate["gate_decision"] != "blocked"):
-        raise DemoFailed(f"retraining failed (run {result.run_id}):\n{failure_message(result)}")
-    say(f"  {'retrain':<28} {time.perf_counter() - started:5.1f}s  {_describe(assets)}")
+    say(f"  {'retrain':<28} {time.perf_counter() - started:5.1f}s  {describe(assets)}")
     if not result.success:
-        say(f"  the gate kept champion v{gate['champion_version']}")
-    return assets
-
-
-def _describe(assets: dict[str, dict[str, Any]]) -> str:
-    parts = []
-    if "validated_transactions" in assets:
-        valid = assets["validated_transactions"]
-        parts.append(f"{valid['raw_rows']:,} rows, {valid['reject_share']:.1%} quarantined")
-    if "transaction_features" in assets:
-        parts.append(f"features v{assets['transaction_features']['delta_version']}")
-    for family in ("xgboost", "mlp"):
-        if f"{family}_tuning" in assets:
-            tuning = assets[f"{family}_tuning"]
-            parts.append(
-                f"{family}: {tuning['trials_this_run']} trials ({tuning['pruned_this_run']} pruned)"
-            )
-        if f"{family}_candidate" in assets:
-            model = assets[f"{family}_candidate"]
-            parts.append(
-                f"v{model['model_version']} holdout PR-AUC {model['pr_auc']:.3f} "
-                f"(baseline {model['holdout_fraud_rate']:.4f})"
-            )
-    if "challenger_model" in assets:
         gate = assets["challenger_model"]
-        parts.append(f"gate {gate['gate_decision']} for v{gate['model_version']}")
-    if "champion_model" in assets:
-        parts.append(f"champion v{assets['champion_model']['model_version']}")
-    if "scored_transactions" in assets:
-        scored = assets["scored_transactions"]
-        parts.append(f"{scored['flagged_rows']} flagged by v{scored['model_version']}")
-    if "model_performance" in assets:
-        performance = assets["model_performance"]
-        parts.append(
-            f"champion v{performance['model_version']} PR-AUC {performance['pr_auc']:.3f} "
-            f"({performance['level']})"
+        say(
+            f"  the gate kept champion v{gate['champion_version']}: v{gate['model_version']}'s "
+            f"{gate['gate_metric']} {gate['gate_challenger_value']:.3f} vs the champion's "
+            f"{gate['gate_champion_value']:.3f} + margin {gate['gate_margin']:.3f}"
         )
-    if "drift_report" in assets:
-        report = assets["drift_report"]
-        parts.append(
-            f"drift share {report['drift_share']:.2f}"
-            + (" DRIFT" if report["dataset_drift"] else "")
-        )
-    return "; ".join(parts)
-
-
-def _command_path() -> str:
-    """How to call ``mlops-assets`` from here: the venv's script, relative when possible."""
-    script = Path(sys.prefix) / "bin" / "mlops-assets"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
-
-
-def _streamed_lines(streamed: dict[str, Any]) -> list[str]:
-    if not streamed:
-        return []
-    return [
-        f"  Streamed day:     {streamed['day']}: {streamed['sent']:,} messages on Kafka -> "
-        f"raw_transactions exactly once ({streamed['dead_letters']} dead letters), "
-        f"{streamed['decided']:,} decided by the streaming scorer; {streamed['line']}",
-        "  Streaming by hand: mlops-assets kafka-local, then stream-setup, produce, consume, "
-        "score-stream (README, Streaming)",
-    ]
-
-
-def where_to_look(settings: Settings, outcome: dict[str, Any]) -> str:
-    """The closing summary: what was built and the commands that open it."""
-    promoted = [r for r in [outcome["trained"], *outcome["retrains"]] if "champion_model" in r]
-    champion = promoted[-1]["champion_model"]
-    family = champion["model_family"]
-    model = promoted[-1][f"{family}_candidate"]
-    retrains = [
-        f"{r['challenger_model']['gate_decision']} (v{r['challenger_model']['model_version']})"
-        for r in outcome["retrains"]
-        if "challenger_model" in r
-    ]
-    latest_day = max(outcome["drift"])
-    report = outcome["drift"][latest_day]["report"]
-    drifted = [d for d, r in sorted(outcome["drift"].items()) if r["dataset_drift"]]
-    command = _command_path()
-    return "\n".join(
-        [
-            "",
-            "Done. What was built:",
-            f"  Delta lake:       {settings.resolved_lake_uri}  (bronze/silver/gold tables)",
-            f"  Champion:         {champion['model_name']} v{champion['model_version']} "
-            f"({family}); holdout PR-AUC {model['pr_auc']:.3f}, ROC-AUC "
-            f"{model['roc_auc']:.3f}, precision {model['precision']:.3f}, "
-            f"recall {model['recall']:.3f}, recall at {model['target_precision']:.0%} precision "
-            f"{model['recall_at_precision']:.3f}",
-            f"  Drift flagged on: {', '.join(drifted) or 'no day'}",
-            f"  Retraining:       {', '.join(retrains) or 'not needed'} (requested by the "
-            "retrain_on_drift_or_decay sensor; the gate decided)",
-            f"  Latest drift report ({latest_day}): {report}",
-            *_streamed_lines(outcome.get("streamed") or {}),
-            "",
-            "Where to look:",
-            f"  Dagster UI (this same instance):  {command} ui        -> http://127.0.0.1:3000",
-            f"  MLflow UI:                        {command} mlflow-ui -> http://127.0.0.1:5000",
-            f"  Drift report in a browser:        file://{report}",
-        ]
-    )
+        say(f"    the gate's reasons, in the Dagster UI: {run_page(result.run_id)}")
+    return assets
