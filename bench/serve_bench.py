@@ -16,10 +16,11 @@ transactions' batch features (one row at a time, and in batches of the same size
 request must compute (the contract parse, the features over the request and its accounts'
 history with the online runner, and the model), called bare.
 
-Then the runtimes and explanations: the same single and batch loads with the service on the
-ONNX runtime (``MLOPS_SERVE_RUNTIME=onnx``), and both runtimes again with the MLP as champion,
-each against its bare scorer in this process; and the p99 cost of ``?explain=true`` on single
-XGBoost predictions (same rate, native runtime), measured A/B: ``--explain-rounds`` alternating
+Then the runtimes and explanations: for each family as champion, one service on the native
+runtime and one on ONNX (``MLOPS_SERVE_RUNTIME=onnx``) side by side, given the same single and
+batch loads in ``--rounds`` alternating rounds (pooled per runtime), each against its bare scorer
+in this process; and the p99 cost of ``?explain=true`` on single
+XGBoost predictions (same rate, native runtime), measured A/B: ``--rounds`` alternating
 rounds of plain and explaining requests on the same service, each arm pooled, so the machine's
 drift over the run weighs on both alike.
 
@@ -295,6 +296,12 @@ def run_load(
     latencies = np.asarray([r[2] for r in results])
     warm = started >= started.min() + 2.0  # leave out the spawn second(s)
     ok = warm & (statuses == 200)
+    if not ok.any():
+        raise RuntimeError(
+            f"no successful request after the first 2 s of a {seconds} s load on {url} "
+            f"({len(results)} results, statuses {sorted(set(statuses.tolist()))}): too short a "
+            "run, or the service failed (see its log in the working directory)"
+        )
     span = started[warm].max() - started[warm].min()
     return {
         "requests": int(warm.sum()),
@@ -307,30 +314,35 @@ def run_load(
     }
 
 
-def explain_ab(
-    url: str, work: Path, bodies_file: Path, args: argparse.Namespace, server_pid: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Plain and ``explain=true`` single requests at the same rate, in alternating rounds on
-    the same service (A B A B ...), each arm's latencies pooled: the machine's drift over the
-    run falls on both arms alike, which one plain run then one explain run does not give."""
-    arms: dict[str, list[dict[str, Any]]] = {"": [], "explain=true": []}
-    seconds = max(5, args.seconds // 2)
-    for _ in range(max(1, args.explain_rounds)):
-        for query, rounds in arms.items():
-            rounds.append(
-                run_load(url, work, bodies_file, args.rate, seconds, 0, server_pid, query)
-            )
+def alternating(
+    arms: dict[str, tuple[str, int, str]],
+    work: Path,
+    bodies_file: Path,
+    args: argparse.Namespace,
+    batch: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Single (or ``batch``) loads on several arms (``name: (url, server pid, query)``) in
+    alternating rounds (A B A B ...) of ``--seconds``/2 each, each arm's latencies pooled: the
+    machine's drift over the run weighs on every arm alike, which one run after the other does
+    not give (on a shared 2-core machine a p99 moves by several ms from one run to the next)."""
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
+    seconds = max(10, args.seconds // 2)
+    rate = args.batch_rate if batch else args.rate
+    for _ in range(max(1, args.rounds)):
+        for name, (url, pid, query) in arms.items():
+            rounds[name].append(run_load(url, work, bodies_file, rate, seconds, batch, pid, query))
 
-    def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-        latencies = np.concatenate([r["latencies"] for r in rounds])
+    def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        latencies = np.concatenate([r["latencies"] for r in runs])
         return {
-            "requests": sum(r["requests"] for r in rounds),
-            "errors": sum(r["errors"] for r in rounds),
-            "rounds_p99": [r["p99"] for r in rounds],
+            "requests": sum(r["requests"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+            "throughput_rps": float(np.mean([r["throughput_rps"] for r in runs])),
+            "rounds_p99": [r["p99"] for r in runs],
             **percentiles(latencies),
         }
 
-    return pooled(arms[""]), pooled(arms["explain=true"])
+    return {name: pooled(runs) for name, runs in rounds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,10 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-rate", type=int, default=10, help="batch requests per second")
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument(
-        "--explain-rounds",
+        "--rounds",
         type=int,
         default=4,
-        help="alternating plain / explain=true rounds of --seconds/2 each (A/B, same service)",
+        help="alternating rounds of --seconds/2 each when comparing (plain / explain=true on "
+        "one service; native / ONNX services)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
@@ -387,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         scored = metric(url, "mlops_serve_scoring_pass_requests_sum")
         time.sleep(6)  # one prediction-log flush interval
         logged = metric(url, 'mlops_serve_prediction_log_rows_total{outcome="written"}')
-        plain, explained = explain_ab(url, work, bodies_file, args, server.pid)
+        arms = {"plain": (url, server.pid, ""), "explain": (url, server.pid, "explain=true")}
+        ab = alternating(arms, work, bodies_file, args)
+        plain, explained = ab["plain"], ab["explain"]
         stop_server(server)
         server = None
 
@@ -400,25 +415,22 @@ def main(argv: list[str] | None = None) -> int:
         runtimes = [r for r in args.runtimes.split(",") if r.strip()]
         for family in [f for f in args.families.split(",") if f.strip()] if runtimes else []:
             version = set_champion(family)
+            servers = {}
+            try:
+                for runtime in runtimes:  # all up at once, loaded in turn
+                    servers[runtime] = start_server(work, runtime, f"server_{family}_{runtime}")
+                    print(f"service ready ({family} v{version}, {runtime})", flush=True)
+                arms = {r: (url, proc.pid, "") for r, (proc, url) in servers.items()}
+                singles = alternating(arms, work, bodies_file, args)
+                batches = alternating(arms, work, bodies_file, args, args.batch_size)
+            finally:
+                for proc, _ in servers.values():
+                    stop_server(proc)
             for runtime in runtimes:
                 bare = champion_scorer(runtime)
-                if (family, runtime) == ("xgboost", "native"):
-                    loads = {"single": single, "batch": batch}
-                else:
-                    server, url = start_server(work, runtime, f"server_{family}_{runtime}")
-                    print(f"service ready ({family} v{version}, {runtime})", flush=True)
-                    loads = {
-                        "single": run_load(
-                            url, work, bodies_file, args.rate, args.seconds, 0, server.pid
-                        ),
-                        "batch": run_load(
-                            url, work, bodies_file, args.batch_rate, args.seconds,
-                            args.batch_size, server.pid,
-                        ),
-                    }  # fmt: skip
-                    stop_server(server)
-                    server = None
-                compared[(family, runtime)] = loads | {
+                compared[(family, runtime)] = {
+                    "single": singles[runtime],
+                    "batch": batches[runtime],
                     "bare_single": floor(bare, features, 1, 1000),
                     "bare_batch": floor(bare, features, args.batch_size, 200),
                 }
@@ -470,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     extra_p50, extra_p99 = explained["p50"] - plain["p50"], explained["p99"] - plain["p99"]
     print(
         f"single /predict?explain=true at {args.rate}/s (XGBoost, native), "
-        f"{args.explain_rounds} alternating rounds against plain /predict: explain "
+        f"{args.rounds} alternating rounds against plain /predict: explain "
         f"{explained['requests']} requests, {explained['errors']} errors, latency ms p50 "
         f"{explained['p50']:.1f} p99 {explained['p99']:.1f}; plain {plain['requests']} requests,"
         f" p50 {plain['p50']:.1f} p99 {plain['p99']:.1f}; extra p50 {extra_p50:+.2f} p99 "
@@ -485,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{floor_explain['p99']:.2f} ms"
     )
     if compared:
-        print("\n== runtimes: native vs ONNX (same service, same load) ==")
+        print(
+            f"\n== runtimes: native vs ONNX (one service each, same load, {args.rounds} "
+            "alternating rounds pooled) =="
+        )
     for family in dict.fromkeys(f for f, _ in compared):
         rows = {r: compared[(f, r)] for f, r in compared if f == family}
         for runtime, loads in rows.items():
