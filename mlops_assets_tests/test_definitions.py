@@ -161,3 +161,19 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`MLOPS_{name.upper()}`" in readme, name
+
+
+def test_loading_the_code_location_prints_nothing(tmp_path: Path) -> None:
+    """Every ``dagster dev``, step process and CLI call loads the definitions: Dagster's beta
+    and preview notices of the features used on purpose must not be printed each time."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import mlops_assets.definitions"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "MLOPS_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "" and done.stderr == "", done.stderr[-3000:]
