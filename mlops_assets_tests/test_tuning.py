@@ -121,3 +121,19 @@ def test_storage_urls_are_shown_without_passwords() -> None:
         "postgresql+psycopg2://optuna:***@db:5432/optuna"
     )
     assert redacted("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
+
+
+def _open_storage(url: str) -> str:
+    from mlops_assets.train.tuning import storage_for
+
+    storage_for(url)
+    return "ok"
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Both tuning steps of the first training run (multiprocess executor) create the schema."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'optuna' / 'optuna.db'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        assert pool.map(_open_storage, [url] * 4) == ["ok"] * 4

@@ -7,6 +7,7 @@ parameters are those of the best trial so far, whichever run found it.
 
 from __future__ import annotations
 
+import fcntl
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -57,9 +58,14 @@ class TuningOutcome:
 def storage_for(url: str) -> optuna.storages.BaseStorage:
     """Optuna storage for a database URL (a SQLite file's directory is created)."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # SQLite: wait for a concurrent writer instead of failing at once
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # two tuning steps (processes) opening a fresh file at once both create its schema and
+        # one fails on alembic_version: the first creation is serialised by a lock file
+        with path.with_name(f"{path.name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # SQLite: wait for a concurrent writer instead of failing at once
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # a trial whose process died (e.g. an evicted pod) is marked failed after the grace period
