@@ -17,6 +17,7 @@ pytest_plugins = [
     "mlops_assets_tests.s3_server",
     "mlops_assets_tests.kafka_broker",
     "mlops_assets_tests.serve_world",
+    "mlops_assets_tests.browser",  # failing browser tests leave a screenshot
 ]
 
 
