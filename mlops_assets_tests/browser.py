@@ -209,8 +209,8 @@ def open_asset_graph(page: Any, url: str) -> None:
     expand = page.get_by_role("menuitem", name=re.compile("Expand all groups"))
     if expand.count():
         expand.click()
-    else:  # already expanded (the choice is kept in the browser's storage)
-        page.keyboard.press("Escape")
+    page.keyboard.press("Escape")  # close the menu (already expanded: the browser keeps it)
+    page.mouse.click(900, 700)
     page.wait_for_timeout(1500)
 
 
