@@ -268,17 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(targets.values()) or not args.strict else 1
 
 
-def step_seconds(instance: Any, run_id: str) -> dict[str, float]:
-    """Seconds from STEP_START to STEP_SUCCESS of each step of the run."""
+def step_seconds(
+    instance: Any, run_id: str, begin: str = "STEP_START", end: str = "STEP_SUCCESS"
+) -> dict[str, float]:
+    """Seconds from the ``begin`` to the ``end`` event of each step of the run."""
     started: dict[str, float] = {}
     seconds: dict[str, float] = {}
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None or event.step_key is None:
             continue
-        if event.event_type_value == "STEP_START":
+        if event.event_type_value == begin:
             started[event.step_key] = record.timestamp
-        elif event.event_type_value == "STEP_SUCCESS":
+        elif event.event_type_value == end and event.step_key in started:
             seconds[event.step_key] = record.timestamp - started[event.step_key]
     return seconds
 

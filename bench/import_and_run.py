@@ -33,7 +33,8 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
-from typing import Any
+
+from data_day import step_seconds  # bench/ is on the path: this script runs from it
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = date(2026, 3, 2)
@@ -189,23 +190,6 @@ def in_process_run() -> tuple[float, float]:
     seconds = time.perf_counter() - began
     assert result.success
     return seconds, sum(step_seconds(instance, result.run_id).values())
-
-
-def step_seconds(
-    instance: Any, run_id: str, begin: str = "STEP_START", end: str = "STEP_SUCCESS"
-) -> dict[str, float]:
-    """Seconds from the ``begin`` to the ``end`` event of each step of the run."""
-    started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        if event is None or event.step_key is None:
-            continue
-        if event.event_type_value == begin:
-            started[event.step_key] = record.timestamp
-        elif event.event_type_value == end and event.step_key in started:
-            seconds[event.step_key] = record.timestamp - started[event.step_key]
-    return seconds
 
 
 def worker_starts(dagster_home: str) -> dict[str, float]:

@@ -11,7 +11,6 @@ screenshot of any failing test's `page` into `.pytest-artifacts/` and names it i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from mlops_assets_tests.helpers import graphql
 from mlops_assets_tests.mlflow_server import stop_process_group
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -105,19 +104,6 @@ def prepare_dagster_home(home: Path) -> Path:
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
     return dagster_home
-
-
-def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One GraphQL call to the Dagster webserver at ``url``; fails on GraphQL errors."""
-    request = urllib.request.Request(
-        f"{url}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.load(response)
-    assert "errors" not in body, body
-    return body["data"]
 
 
 ASSET_COUNT = """{ repositoriesOrError { ... on RepositoryConnection {

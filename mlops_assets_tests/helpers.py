@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -56,3 +58,16 @@ def wait_for(condition: Callable[[], Any], seconds: float = 20.0) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"condition not met within {seconds} s")
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One GraphQL call to the Dagster webserver at ``url``; fails on GraphQL errors."""
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.load(response)
+    assert "errors" not in body, body
+    return body["data"]

@@ -3,15 +3,12 @@ call the Dagster UI makes, against a real `dagster dev` on loopback with its dae
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -19,7 +16,7 @@ from dagster._core.instance.ref import InstanceRef
 from deltalake import DeltaTable
 
 from mlops_assets.datagen import GeneratorConfig, write_days
-from mlops_assets_tests.helpers import free_port
+from mlops_assets_tests.helpers import free_port, graphql
 
 pytestmark = pytest.mark.slow
 
@@ -99,18 +96,6 @@ def test_cli_backfills_thirty_days_in_one_run(tmp_path: Path) -> None:
     check_lake(env)
 
 
-def graphql(port: int, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.load(response)
-    assert "errors" not in body, body
-    return body["data"]
-
-
 LAUNCH = """
 mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -148,18 +133,19 @@ def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
             try:
-                graphql(port, "{ version }")
+                graphql(url, "{ version }")
                 break
             except OSError:
                 assert time.monotonic() < deadline, "dagster dev did not start"
                 time.sleep(2)
         partitions = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
         launched = graphql(
-            port,
+            url,
             LAUNCH,
             {
                 "params": {
@@ -179,7 +165,7 @@ def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
         assert during[("mlops_sensor_minimum_interval_seconds", ("landing_sensor",))] == 30
         deadline = time.monotonic() + 600
         while True:
-            state = graphql(port, STATUS, {"id": backfill_id})
+            state = graphql(url, STATUS, {"id": backfill_id})
             status = state["partitionBackfillOrError"]["status"]
             if status in (
                 "COMPLETED",

@@ -20,7 +20,6 @@ import pytest
 from mlops_assets.definitions import defs
 from mlops_assets_tests.browser import (
     chromium,
-    graphql,
     launch_from_dialog,
     launchpad_config_text,
     open_asset,
@@ -36,7 +35,7 @@ from mlops_assets_tests.browser import (
     set_launchpad_config,
     ui_environment,
 )
-from mlops_assets_tests.helpers import free_port
+from mlops_assets_tests.helpers import free_port, graphql
 from mlops_assets_tests.mlflow_server import running_mlflow_server
 from mlops_assets_tests.ui_world import (
     DAYS,
