@@ -110,7 +110,7 @@ def champion_scorer(runtime: str) -> Any:
         build_resources(settings)["mlflow_tracking"].client(), settings.model_name, "champion"
     )
     assert model is not None
-    return load_scorer(model, runtime=runtime)
+    return load_scorer(model, threads=1, runtime=runtime)  # as the service does
 
 
 BENCH_KEY = "bench-" + "b" * 40
@@ -167,7 +167,7 @@ def requests_and_features() -> tuple[list[dict[str, Any]], Any, Any]:
     features = lake.read(TRANSACTION_FEATURES, days=[DAY]).to_pandas()
     model = find_alias(resources["mlflow_tracking"].client(), settings.model_name, "champion")
     assert model is not None and model.family == "xgboost"
-    return bodies, features, load_scorer(model)
+    return bodies, features, load_scorer(model, threads=1)
 
 
 def compute_floor(bodies: list[dict[str, Any]], scorer: Any, calls: int) -> dict[str, float]:
