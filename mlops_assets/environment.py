@@ -68,6 +68,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             gate_min_pr_auc=settings.gate_min_pr_auc,
             gate_min_roc_auc=settings.gate_min_roc_auc,
             target_precision=settings.target_precision,
+            training_memory_budget_mb=settings.training_memory_budget_mb,
         ),
         # a Postgres URL holds the password: by reference, like the webhook
         "optuna_storage": OptunaStorage(

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     target_precision: float = Field(
         0.9, gt=0.0, le=1.0, description="Precision at which recall_at_precision is measured."
     )
+    training_memory_budget_mb: float = Field(
+        2048.0,
+        ge=0.0,
+        description="Memory budget of a candidate's fit (MB): when the in-memory fit of the "
+        "fit rows is estimated to need more, XGBoost trains from an external-memory iterator "
+        "over the Delta partitions instead of one in-memory frame (0: always).",
+    )
     partitions_start: date = Field(date(2026, 1, 1), description="First daily partition (UTC).")
     paysim_epoch: date = Field(
         date(2026, 1, 1), description="Date of PaySim step 1 (hour 00:00 UTC) for undated files."

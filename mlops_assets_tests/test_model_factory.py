@@ -136,6 +136,8 @@ def test_every_candidate_is_a_version_with_full_lineage_linked_both_ways(factory
         assert tags["lineage.device"] == "cpu"
         assert tags["lineage.optuna_study"] == f"{NAME}-{family}"
         assert float(tags["threshold"]) == pytest.approx(candidate["threshold"])
+        # a demo-sized set is within the default memory budget: trained in memory
+        assert candidate["training_data_path"] == tags["training_data_path"] == "in_memory"
         # Dagster -> MLflow
         assert candidate["mlflow_model_version"].endswith(f"/versions/{version.version}")
         mlflow_run = factory.client.get_run(candidate["mlflow_run_id"])

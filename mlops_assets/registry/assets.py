@@ -20,7 +20,8 @@ from mlops_assets.registry.versions import (
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.policy import PipelinePolicy
-from mlops_assets.train.assets import CANDIDATE_ASSETS, pinned_training_set
+from mlops_assets.train.assets import CANDIDATE_ASSETS, TRAINING_SET
+from mlops_assets.train.dataset import TrainingSetSpec, read_window
 from mlops_assets.train.metrics import HoldoutMetrics, evaluate
 from mlops_assets.upstream import latest_metadata
 
@@ -69,7 +70,9 @@ def challenger_model(
     champion = find_alias(client, policy.model_name, CHAMPION)
     assert challenger is not None
 
-    holdout = pinned_training_set(context, lake).holdout
+    # the pinned set's held-out days alone: the gate never reads the (maybe large) fit days
+    spec = TrainingSetSpec.from_metadata(latest_metadata(context, TRAINING_SET)["spec"])
+    holdout = read_window(lake, (), spec.holdout_days, spec.features_version)
     challenger_metrics = _holdout_metrics(challenger, holdout, policy.target_precision)
     champion_metrics = (
         None if champion is None else _holdout_metrics(champion, holdout, policy.target_precision)

@@ -19,6 +19,7 @@ from mlops_assets.uris import join_uri, write_text
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
+    import pyarrow.dataset as pa_ds
     from deltalake import CommitProperties, DeltaTable
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,16 @@ class DeltaLake(dg.ConfigurableResource):
                 return delta.to_pyarrow_table(columns=columns).slice(0, 0)
             filters = [(PARTITION_COLUMN, "in", [d.isoformat() for d in days])]
         return delta.to_pyarrow_table(columns=columns, filters=filters)
+
+    def dataset(self, table: LakeTable, version: int | None = None) -> pa_ds.Dataset:
+        """The table (at ``version``) as a pyarrow dataset, to read in batches of rows."""
+        delta = self._open(table, version)
+        if delta is None:
+            raise FileNotFoundError(
+                f"Delta table {table.path} does not exist at {self.table_uri(table)}: "
+                "materialize it first"
+            )
+        return delta.to_pyarrow_dataset()
 
     def read_frame(
         self,

@@ -37,6 +37,9 @@ class PipelinePolicy(dg.ConfigurableResource):
     gate_min_pr_auc: float = 0.2
     gate_min_roc_auc: float = 0.8
     target_precision: float = 0.9
+    #: an in-memory fit estimated to need more than this (MB) trains XGBoost from an
+    #: external-memory iterator over the Delta partitions instead (train/external_memory.py)
+    training_memory_budget_mb: float = Field(2048.0, ge=0.0)
 
     @property
     def epoch(self) -> date:

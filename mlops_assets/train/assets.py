@@ -15,6 +15,7 @@ from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets.resources.optuna_storage import OptunaStorage
 from mlops_assets.resources.policy import PipelinePolicy
+from mlops_assets.train.candidate_fit import fit_candidate
 from mlops_assets.train.checks import log_onnx, onnx_check_spec, onnx_outcome
 from mlops_assets.train.dataset import (
     TrainingSet,
@@ -41,6 +42,8 @@ TRAINING_SET = "training_set"
 REFERENCE_ROWS = 50_000
 #: holdout rows whose contributions make the global importances
 IMPORTANCE_ROWS = 5_000
+#: metadata key and MLflow tag of how a candidate read its fit rows: in_memory | external_memory
+TRAINING_DATA_PATH = "training_data_path"
 
 
 class TrainingSetConfig(dg.Config):
@@ -265,12 +268,14 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
 
         from mlops_assets.train.explain import global_importances, importance_figure
 
-        data = pinned_training_set(context, lake, verify=True)
+        spec = TrainingSetSpec.from_metadata(latest_metadata(context, TRAINING_SET)["spec"])
         tuned = latest_metadata(context, f"{family.name}_tuning")
         params = dict(tuned["best_params"])
-        tuning, holdout = data.tuning, data.holdout
+        budget = policy.training_memory_budget_mb
         try:
-            model = family.fit(data.train, params)
+            fitted = fit_candidate(lake, spec, family, params, budget, REFERENCE_ROWS)
+            context.log.info(fitted.plan.describe(family.name))
+            model, tuning, holdout = fitted.model, fitted.tuning, fitted.holdout
             threshold = best_f1_threshold(
                 tuning[LABEL_COLUMN].to_numpy(), family.scores(model, tuning)
             )
@@ -284,15 +289,15 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             tags = lineage_tags(
                 context,
                 mlflow_tracking,
-                data.spec,
+                spec,
                 family=family.name,
                 device=device,
                 study=str(tuned["study"]),
                 trial=int(tuned["best_trial"]),
             )
-            mlflow.set_tags(tags)
+            mlflow.set_tags({**tags, TRAINING_DATA_PATH: fitted.plan.path})
             mlflow.log_params(
-                {**params, "train_rows": len(data.train), "holdout_rows": len(holdout)}
+                {**params, "train_rows": fitted.train_rows, "holdout_rows": len(holdout)}
             )
             mlflow.log_metrics({**metrics.as_dict(), "baseline_pr_auc": metrics.fraud_rate})
             mlflow.log_dict(
@@ -301,7 +306,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             for name, figure in evaluation_figures(labels, scores, threshold, family.name).items():
                 mlflow.log_figure(figure, f"evaluation/{name}")
                 close_figure(figure)
-            info = family.log_model(model, data.train.head(5))
+            info = family.log_model(model, fitted.example)
             onnx = onnx_outcome(family.name, model, holdout, scores)
             onnx_artifact = log_onnx(onnx)
             if onnx.error:
@@ -312,8 +317,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             figure = importance_figure(importances, f"{family.name}: mean |contribution|")
             mlflow.log_figure(figure, "explanations/global_importances.png")
             close_figure(figure)
-            reference = data.train.sample(n=min(REFERENCE_ROWS, len(data.train)), random_state=0)
-            _log_reference(reference)
+            _log_reference(fitted.reference)
             run_id, experiment_id = run.info.run_id, run.info.experiment_id
         version = register_version(
             mlflow_tracking.client(),
@@ -323,6 +327,7 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
             tags={
                 **tags,
                 "model_family": family.name,
+                TRAINING_DATA_PATH: fitted.plan.path,
                 "threshold": repr(metrics.threshold),
                 "mlflow_run_id": run_id,
                 **{f"holdout.{k}": f"{v:.6f}" for k, v in metrics.as_dict().items()},
@@ -342,6 +347,8 @@ def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 "model_version": int(version),
                 "model_uri": info.model_uri,
                 "device": device,
+                TRAINING_DATA_PATH: fitted.plan.path,
+                "training_data": dg.MetadataValue.json(fitted.metadata()),
                 "best_params": dg.MetadataValue.json(params),
                 "lineage": dg.MetadataValue.json(tags),
                 "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(experiment_id, run_id)),

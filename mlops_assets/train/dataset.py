@@ -19,7 +19,9 @@ from mlops_assets.tables import TRANSACTION_FEATURES, VALIDATED_TRANSACTIONS
 from mlops_assets.train.split import TrainingWindow, choose_window
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 #: The columns a training set holds (and that its content hash covers), in this order.
 TRAINING_COLUMNS: tuple[str, ...] = (
@@ -108,12 +110,18 @@ class TrainingSet:
 
 def content_hash(frame: pd.DataFrame) -> str:
     """SHA-256 of the rows' values, independent of row order (rows sorted by id first)."""
+    ordered = frame.loc[:, list(TRAINING_COLUMNS)].sort_values("transaction_id", kind="stable")
+    return hashlib.sha256(row_hashes(ordered).tobytes()).hexdigest()
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row of the training columns: what ``content_hash`` digests, in the
+    rows' order (a row's hash depends on its values only, so batches can be hashed apart)."""
     import numpy as np
     import pandas as pd
 
-    ordered = frame.loc[:, list(TRAINING_COLUMNS)].sort_values("transaction_id", kind="stable")
-    row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype=np.uint64)
-    return hashlib.sha256(row_hashes.tobytes()).hexdigest()
+    hashed = pd.util.hash_pandas_object(frame.loc[:, list(TRAINING_COLUMNS)], index=False)
+    return hashed.to_numpy(dtype=np.uint64)
 
 
 def complete_feature_days(lake: DeltaLake) -> list[date]:
@@ -126,14 +134,22 @@ def read_window(
     lake: DeltaLake, fit_days: tuple[str, ...], holdout_days: tuple[str, ...], version: int
 ) -> pd.DataFrame:
     """The training columns of those days from the feature table at ``version``."""
+    days = [date.fromisoformat(d) for d in (*fit_days, *holdout_days)]
+    frame = as_frame(
+        lake.read(TRANSACTION_FEATURES, days=days, columns=list(TRAINING_COLUMNS), version=version)
+    )
+    return frame.sort_values("transaction_id", kind="stable").reset_index(drop=True)
+
+
+def as_frame(table: pa.Table) -> pd.DataFrame:
+    """Rows read from the feature table as the training code holds them: pandas, with
+    ``txn_date`` (when read) as ISO-date text. The in-memory and batched reads share it."""
     import pandas as pd
 
-    days = [date.fromisoformat(d) for d in (*fit_days, *holdout_days)]
-    frame = lake.read(
-        TRANSACTION_FEATURES, days=days, columns=list(TRAINING_COLUMNS), version=version
-    ).to_pandas()
-    frame["txn_date"] = pd.to_datetime(frame["txn_date"]).dt.strftime("%Y-%m-%d")
-    return frame.sort_values("transaction_id", kind="stable").reset_index(drop=True)
+    frame = table.to_pandas()
+    if "txn_date" in frame.columns:
+        frame["txn_date"] = pd.to_datetime(frame["txn_date"]).dt.strftime("%Y-%m-%d")
+    return frame
 
 
 def select_training_set(

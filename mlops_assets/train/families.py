@@ -7,8 +7,9 @@ candidate assets are built once for every family (``train/assets.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mlops_assets.features.definition import FEATURE_COLUMNS, LABEL_COLUMN
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     import numpy as np
     import optuna
     import pandas as pd
+
+    from mlops_assets.train.xgboost_external import BatchStats
 
 
 class ModelFamily(Protocol):
@@ -44,6 +47,20 @@ class ModelFamily(Protocol):
     def log_model(self, model: Any, example: pd.DataFrame) -> Any: ...
 
     def load(self, model_uri: str) -> Any: ...
+
+
+@runtime_checkable
+class ExternalMemoryFamily(ModelFamily, Protocol):
+    """A family that can also fit from batches of rows, for training sets over the memory
+    budget (``train/external_memory.py``)."""
+
+    def fit_external(
+        self,
+        batches: Callable[[], Iterable[pd.DataFrame]],
+        params: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        trial: optuna.Trial | None = None,
+    ) -> tuple[Any, BatchStats]: ...
 
 
 def pinned_requirements(*names: str) -> list[str]:
@@ -85,17 +102,8 @@ class XGBoostFamily:
         validation: pd.DataFrame | None = None,
         trial: optuna.Trial | None = None,
     ) -> Any:
-        from mlops_assets.train.model import fit_xgboost, model_inputs
-
-        callbacks = []
-        if trial is not None:
-            from mlops_assets.train.pruning import ThrottledXGBoostPruning
-
-            callbacks.append(ThrottledXGBoostPruning(trial, "validation_0-aucpr", every=10))
-        evaluation = None
-        if validation is not None:
-            evaluation = (model_inputs(validation, FEATURE_COLUMNS), validation[LABEL_COLUMN])
         from mlops_assets.train.device import xgboost_device
+        from mlops_assets.train.model import fit_xgboost, model_inputs
 
         return fit_xgboost(
             model_inputs(train, FEATURE_COLUMNS),
@@ -103,8 +111,29 @@ class XGBoostFamily:
             params,
             threads=self.threads,
             device=xgboost_device(),
-            validation=evaluation,
-            callbacks=callbacks,
+            validation=_evaluation(validation),
+            callbacks=_pruning(trial),
+        )
+
+    def fit_external(
+        self,
+        batches: Callable[[], Iterable[pd.DataFrame]],
+        params: dict[str, Any],
+        validation: pd.DataFrame | None = None,
+        trial: optuna.Trial | None = None,
+    ) -> tuple[Any, BatchStats]:
+        """``fit`` from batches of fit rows (``batches()`` yields them anew for every pass),
+        through XGBoost's external memory; also what the iterator read."""
+        from mlops_assets.train.device import xgboost_device
+        from mlops_assets.train.xgboost_external import fit_xgboost_external
+
+        return fit_xgboost_external(
+            batches,
+            params,
+            threads=self.threads,
+            device=xgboost_device(),
+            validation=_evaluation(validation),
+            callbacks=_pruning(trial),
         )
 
     def scores(self, model: Any, frame: pd.DataFrame) -> np.ndarray:
@@ -132,6 +161,24 @@ class XGBoostFamily:
         import mlflow.xgboost
 
         return mlflow.xgboost.load_model(model_uri)
+
+
+def _evaluation(validation: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.Series] | None:
+    """XGBoost's evaluation set (model inputs and labels) of a validation frame."""
+    from mlops_assets.train.model import model_inputs
+
+    if validation is None:
+        return None
+    return model_inputs(validation, FEATURE_COLUMNS), validation[LABEL_COLUMN]
+
+
+def _pruning(trial: optuna.Trial | None) -> list[Any]:
+    """The pruning callback of a tuning trial (none outside tuning)."""
+    if trial is None:
+        return []
+    from mlops_assets.train.pruning import ThrottledXGBoostPruning
+
+    return [ThrottledXGBoostPruning(trial, "validation_0-aucpr", every=10)]
 
 
 @dataclass(frozen=True)
