@@ -35,6 +35,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "lake": DeltaLake(
             root_uri=settings.resolved_lake_uri,
             compression=settings.lake_compression,
+            batch_rows=settings.lake_batch_rows,
             storage_options=settings.object_store_options,
         ),
         "mlflow_tracking": MlflowTracking(

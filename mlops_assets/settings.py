@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     lake_compression: Literal["LZ4_RAW", "SNAPPY", "ZSTD", "UNCOMPRESSED"] = Field(
         "LZ4_RAW", description="Parquet codec of the Delta files the platform writes."
     )
+    lake_batch_rows: int = Field(
+        1_000_000,
+        gt=0,
+        description="Rows a run over a range of days (a backfill) reads, checks and writes per "
+        "Delta commit: memory stays bounded and a year of days is a few commits per table.",
+    )
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking store; default sqlite:///<home>/mlflow/mlflow.db."
     )

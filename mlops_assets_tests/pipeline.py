@@ -48,6 +48,34 @@ def materialize(
     )
 
 
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """The tags of a run over a range of days, as a single-run backfill (the CLI's
+    ``--partition-range``, the backfill daemon) gives it."""
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+def materialize_range(
+    keys: Sequence[str],
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    first: date,
+    last: date,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInJobResult:
+    """Materialize the selected assets for the days ``first``..``last`` in one run."""
+    return dg.materialize(
+        ALL_ASSETS,
+        selection=list(keys),
+        resources=resources,
+        instance=instance,
+        tags=range_tags(first, last),
+        raise_on_error=raise_on_error,
+    )
+
+
 def training_config(
     window_days: int, end: date, holdout_days: int = 1, trials: int = 2, mlp_trials: int = 1
 ) -> dict[str, Any]:

@@ -75,6 +75,37 @@ def test_rows_of_another_day_are_refused_and_nothing_is_written(lake: DeltaLake)
     assert values(lake, DAY_2) == [10, 20]
 
 
+def test_chosen_days_are_replaced_in_one_commit_and_a_day_between_is_kept(
+    lake: DeltaLake,
+) -> None:
+    version = lake.version(TABLE)
+    both = rows([7, 8, 9]).append_column("txn_date", pa.array([DAY_1, DAY_1, DAY_3], pa.date32()))
+    write = lake.overwrite_dates(TABLE, both, [DAY_1, DAY_3])
+    assert write.version == version + 1 and write.rows == 3
+    assert values(lake, DAY_1) == [7, 8]
+    assert values(lake, DAY_2) == [10, 20]  # not one of the days: untouched
+    assert values(lake, DAY_3) == [9]
+    wrong = rows([1]).append_column("txn_date", pa.array([DAY_2], pa.date32()))
+    with pytest.raises(
+        ValueError, match=r"1 row\(s\) have txn_date outside 2026-01-01, 2026-01-03"
+    ):
+        lake.overwrite_dates(TABLE, wrong, [DAY_1, DAY_3])
+    assert lake.version(TABLE) == version + 1
+
+
+def test_rows_per_day_come_from_the_log(lake: DeltaLake, tmp_path: Path) -> None:
+    missing = date(2026, 2, 1)
+    assert lake.day_rows(TABLE, [DAY_1, DAY_2, DAY_3, missing]) == {
+        DAY_1: 3,
+        DAY_2: 2,
+        DAY_3: 1,
+        missing: 0,
+    }
+    lake.overwrite_day(TABLE, rows([1, 2, 3, 4]), DAY_2)  # the replaced file no longer counts
+    assert lake.day_rows(TABLE, [DAY_2]) == {DAY_2: 4}
+    assert DeltaLake(root_uri=str(tmp_path / "none")).day_rows(TABLE, [DAY_1]) == {DAY_1: 0}
+
+
 def test_an_empty_write_clears_the_day(lake: DeltaLake) -> None:
     lake.overwrite_day(TABLE, rows([]), DAY_2)
     assert values(lake, DAY_2) == []

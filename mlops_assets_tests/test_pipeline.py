@@ -33,6 +33,7 @@ from mlops_assets_tests.pipeline import (
     checks,
     failure_text,
     materialize,
+    materialize_range,
     metadata,
     training_config,
 )
@@ -317,3 +318,27 @@ def test_a_day_without_files_says_what_it_expected(pipeline: Pipeline) -> None:
     )
     assert not result.success
     assert f"No landing file for {day}" in failure_text(result)
+
+
+def test_a_range_scores_and_checks_each_day_and_skips_a_day_without_features(
+    pipeline: Pipeline,
+) -> None:
+    """A backfill through the daemon also asks for the day after the range (downstream of the
+    features' look-back): scores and drift skip it; each day's drift check is its own."""
+    after = DRIFT_DAY + timedelta(days=1)  # nothing landed: no features
+    assert after not in pipeline.lake.days(TRANSACTION_FEATURES)
+    result = materialize_range(SCORE, pipeline.resources, pipeline.instance, CLEAN_NEW_DAY, after)
+    assert result.success
+    drift = {e.partition: e for e in result.get_asset_check_evaluations()}
+    assert set(drift) == {CLEAN_NEW_DAY.isoformat(), DRIFT_DAY.isoformat()}
+    assert drift[CLEAN_NEW_DAY.isoformat()].passed
+    assert not drift[DRIFT_DAY.isoformat()].passed
+    assert drift[DRIFT_DAY.isoformat()].metadata["drifted"].value is True
+    scored = pipeline.day_rows(SCORED_TRANSACTIONS)
+    features = pipeline.day_rows(TRANSACTION_FEATURES)
+    for day in (CLEAN_NEW_DAY, DRIFT_DAY):
+        assert scored[day] == features[day] > 0
+    assert after not in scored
+    for key in SCORE:
+        recorded = pipeline.instance.get_materialized_partitions(dg.AssetKey(key))
+        assert {CLEAN_NEW_DAY.isoformat(), DRIFT_DAY.isoformat(), after.isoformat()} <= recorded

@@ -9,8 +9,9 @@ from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_c
 from mlops_assets.deployment import SPARK_STEP_OP_TAGS
 from mlops_assets.features.definition import COLUMN_SOURCES
 from mlops_assets.features.engines import FeatureEngine
-from mlops_assets.partitions import daily_partitions
+from mlops_assets.partitions import daily_partitions, day_batches
 from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.tables import VALIDATED_TRANSACTIONS
 
 with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is a beta parameter
     warnings.simplefilter("ignore", dg.BetaWarning)
@@ -49,21 +50,29 @@ def transaction_features(
     (read from the day before too), balance deltas and errors, amount ratios, type indicators and
     the hour of day, plus the `isFraud` label. Defined once as SQL (`features/definition.py`) and
     run by the configured engine: DuckDB over delta-rs by default, Spark with delta-spark when
-    `MLOPS_FEATURE_ENGINE=spark`. A backfill of many days is one run and one Delta commit."""
+    `MLOPS_FEATURE_ENGINE=spark`. A backfill of many days is one run, and one Delta commit per
+    batch of about `MLOPS_LAKE_BATCH_ROWS` rows."""
     days = sorted(date.fromisoformat(key) for key in context.partition_keys)
     first, last = days[0], days[-1]
-    build = feature_engine.build(context, lake, first, last)
+    # a long range is built in batches of about lake.batch_rows validated rows (each reads its
+    # own day before): memory stays bounded, and each batch is one Delta commit
+    batches = day_batches(days, lake.day_rows(VALIDATED_TRANSACTIONS, days), lake.batch_rows)
+    builds = [feature_engine.build(context, lake, batch[0], batch[-1]) for batch in batches]
+    build = builds[-1]
+    rows = sum(b.write.rows for b in builds)
+    fraud_rate = sum(b.fraud_rate * b.write.rows for b in builds) / rows if rows else 0.0
     context.log.info(
-        f"{feature_engine.name}: {build.write.rows} feature rows for {first}..{last} "
-        f"-> {build.write.table_uri} v{build.write.version}"
+        f"{feature_engine.name}: {rows} feature rows for {first}..{last} in {len(builds)} "
+        f"commit(s) -> {build.write.table_uri} v{build.write.version}"
     )
     return dg.MaterializeResult(
         metadata={
             **build.write.metadata(build.schema),
+            "dagster/row_count": rows,
             "engine": build.engine,
             "days": f"{first}..{last}" if first != last else first.isoformat(),
             "validated_delta_version": build.validated_version,
-            "fraud_rate": build.fraud_rate,
+            "fraud_rate": fraud_rate,
             "dagster/column_lineage": COLUMN_LINEAGE,
         }
     )

@@ -1,6 +1,7 @@
 """The bronze ``raw_transactions`` asset."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -8,10 +9,13 @@ from mlops_assets.automation import DAILY_FRESHNESS
 from mlops_assets.ingest.delivery import DeliveryError, load_day
 from mlops_assets.ingest.streamed import FILE_ROWS, StreamedDay, has_streamed_rows, streamed_days
 from mlops_assets.partitions import daily_partitions, describe_days, partition_days
-from mlops_assets.resources.lake import DeltaLake
+from mlops_assets.resources.lake import DeltaLake, PartitionWrite
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.policy import PipelinePolicy
-from mlops_assets.tables import RAW_TRANSACTIONS
+from mlops_assets.tables import PARTITION_COLUMN, RAW_TRANSACTIONS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: metadata key holding {file URI: sha256} of the files a day was loaded from
 SOURCE_DIGESTS = "source_digests"
@@ -51,10 +55,28 @@ def raw_transactions(
     per_day: dict[str, dict[str, object]] = {}
     digests: dict[str, str] = {}
     offsets: dict[str, dict[str, object]] = {}
-    writes = []
+    writes: list[tuple[PartitionWrite, pa.Schema]] = []
     unassignable_rows = 0
     stream_rows = 0
     streamed = has_streamed_rows(lake)
+    # a range's days are loaded one by one and written in batches of about lake.batch_rows
+    # rows, one Delta commit each (only the loaded days are replaced)
+    pending: list[tuple[date, pl.DataFrame]] = []
+
+    def write_pending() -> None:
+        if not pending:
+            return
+        frame = pl.concat([rows for _, rows in pending], how="diagonal_relaxed")
+        table = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # no copy of the text
+        write = lake.overwrite_dates(
+            RAW_TRANSACTIONS,
+            table,
+            [day for day, _ in pending],
+            only_rows=FILE_ROWS if streamed else None,
+        )
+        writes.append((write, table.schema))
+        pending.clear()
+
     for day in days:
         try:
             rows, sources, unassignable = load_day(
@@ -84,13 +106,11 @@ def raw_transactions(
             )
         file_rows = 0
         if sources:
-            table = rows.to_arrow(compat_level=pl.CompatLevel.newest())  # no copy of the text
-            write = lake.overwrite_day(
-                RAW_TRANSACTIONS, table, day, only_rows=FILE_ROWS if streamed else None
-            )
-            writes.append((write, table.schema))
+            file_rows = rows.height
+            if pending and sum(r.height for _, r in pending) + file_rows > lake.batch_rows:
+                write_pending()
+            pending.append((day, rows.with_columns(pl.lit(day).alias(PARTITION_COLUMN))))
             digests.update(sources)
-            file_rows = write.rows
         streamed_rows = stream.rows if stream is not None else 0
         stream_rows += streamed_rows
         if stream is not None and streamed_rows:
@@ -101,10 +121,13 @@ def raw_transactions(
             "file_rows": file_rows,
             "stream_rows": streamed_rows,
         }
-        context.log.info(
-            f"{day}: {file_rows} rows from {len(sources)} file(s), {streamed_rows} streamed"
-            + (f" -> v{writes[-1][0].version}" if sources else "")
-        )
+    write_pending()
+    file_rows_total = sum(int(d["file_rows"]) for d in per_day.values())
+    context.log.info(
+        f"{describe_days(days)}: {file_rows_total} rows from {len(digests)} file(s), "
+        f"{stream_rows} streamed"
+        + (f" -> v{writes[-1][0].version} ({len(writes)} commit(s))" if writes else "")
+    )
     version = lake.version(RAW_TRANSACTIONS)
     metadata = (
         writes[-1][0].metadata(writes[-1][1])

@@ -84,6 +84,15 @@ class DeltaLake(dg.ConfigurableResource):
         "DuckDB, polars and pyarrow.",
     )
 
+    batch_rows: int = Field(
+        1_000_000,
+        gt=0,
+        description="Rows a run over a range of days (a backfill) holds and writes per Delta "
+        "commit: its days are read, checked and written in batches of about this many rows "
+        "(a day larger than that is a batch of its own), so memory stays bounded and a year "
+        "is a few commits per table rather than one per day.",
+    )
+
     def table_uri(self, table: LakeTable) -> str:
         return join_uri(self.root_uri, table.path)
 
@@ -190,6 +199,34 @@ class DeltaLake(dg.ConfigurableResource):
         values = {p[PARTITION_COLUMN] for p in delta.partitions()}
         return sorted(date.fromisoformat(v) for v in values if v)
 
+    def day_rows(self, table: LakeTable, days: Sequence[date]) -> dict[date, int]:
+        """Rows of each of ``days`` in the table's current version (0 when absent), from the
+        Delta log's file statistics: nothing is read."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        counts = dict.fromkeys(days, 0)
+        delta = self._open(table)
+        if delta is None or not days:
+            return counts
+        actions = pa.table(delta.get_add_actions(flatten=True))
+        column = f"partition.{PARTITION_COLUMN}"
+        if column not in actions.column_names:
+            return counts
+        grouped = (
+            actions.select([column, "num_records"])
+            .filter(pc.is_in(actions.column(column), pa.array(list(days), pa.date32())))
+            .group_by(column)
+            .aggregate([("num_records", "sum")])
+        )
+        for day, rows in zip(
+            grouped.column(column).to_pylist(),
+            grouped.column("num_records_sum").to_pylist(),
+            strict=True,
+        ):
+            counts[day] = int(rows or 0)
+        return counts
+
     def overwrite_day(
         self, table: LakeTable, data: pa.Table, day: date, only_rows: str | None = None
     ) -> PartitionWrite:
@@ -216,9 +253,38 @@ class DeltaLake(dg.ConfigurableResource):
         ``data`` carries its ``txn_date``; a row outside the range is refused before anything is
         written.
         """
+        data = _date_partition_column(data, first, last)
+        predicate = (
+            f"{PARTITION_COLUMN} >= '{first.isoformat()}' AND "
+            f"{PARTITION_COLUMN} <= '{last.isoformat()}'"
+        )
+        return self._replace(table, data, predicate, only_rows)
+
+    def overwrite_dates(
+        self,
+        table: LakeTable,
+        data: pa.Table,
+        days: Sequence[date],
+        only_rows: str | None = None,
+    ) -> PartitionWrite:
+        """Atomically replace exactly ``days`` of ``table`` (any set of days: a backfill's batch,
+        without the days it holds back) in one Delta commit; the other days are not touched.
+
+        ``data`` carries its ``txn_date``; a row of another day is refused before anything is
+        written. ``only_rows`` as in ``overwrite_days``.
+        """
+        chosen = sorted(set(days))
+        if not chosen:
+            raise ValueError(f"no days given to replace in {table.path}")
+        data = _date_partition_column(data, chosen[0], chosen[-1], chosen)
+        listed = ", ".join(f"'{day.isoformat()}'" for day in chosen)
+        return self._replace(table, data, f"{PARTITION_COLUMN} IN ({listed})", only_rows)
+
+    def _replace(
+        self, table: LakeTable, data: pa.Table, days_predicate: str, only_rows: str | None
+    ) -> PartitionWrite:
         from deltalake import DeltaTable, WriterProperties, write_deltalake
 
-        data = _date_partition_column(data, first, last)
         uri = self.table_uri(table)
         properties = WriterProperties(compression=self.compression)
         if self._open(table) is None:
@@ -239,11 +305,7 @@ class DeltaLake(dg.ConfigurableResource):
                 data,
                 mode="overwrite",
                 partition_by=[PARTITION_COLUMN],
-                predicate=(
-                    f"{PARTITION_COLUMN} >= '{first.isoformat()}' AND "
-                    f"{PARTITION_COLUMN} <= '{last.isoformat()}'"
-                    + (f" AND ({only_rows})" if only_rows else "")
-                ),
+                predicate=days_predicate + (f" AND ({only_rows})" if only_rows else ""),
                 schema_mode="merge",
                 writer_properties=properties,
                 storage_options=self.storage_options or None,
@@ -435,16 +497,25 @@ class DeltaAppender:
         )
 
 
-def _date_partition_column(data: pa.Table, first: date, last: date) -> pa.Table:
+def _date_partition_column(
+    data: pa.Table, first: date, last: date, days: Sequence[date] | None = None
+) -> pa.Table:
+    """``data`` with its partition column as ``date32``; refuses rows outside ``first..last``
+    (or, given ``days``, outside those days)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     index = data.column_names.index(PARTITION_COLUMN)
     dates = data.column(PARTITION_COLUMN).cast(pa.date32())
-    low, high = pa.scalar(first, pa.date32()), pa.scalar(last, pa.date32())
-    outside = pc.sum(pc.or_(pc.less(dates, low), pc.greater(dates, high))).as_py() or 0
-    if outside:
+    if days is None:
+        low, high = pa.scalar(first, pa.date32()), pa.scalar(last, pa.date32())
+        outside = pc.sum(pc.or_(pc.less(dates, low), pc.greater(dates, high))).as_py() or 0
         span = first.isoformat() if first == last else f"{first}..{last}"
+    else:
+        allowed = pa.array(sorted(set(days)), pa.date32())
+        outside = pc.sum(pc.invert(pc.is_in(dates, allowed))).as_py() or 0
+        span = ", ".join(day.isoformat() for day in sorted(set(days)))
+    if outside:
         raise ValueError(
             f"{outside} row(s) have {PARTITION_COLUMN} outside {span}; "
             "refusing to write them into those partitions"

@@ -5,7 +5,13 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from mlops_assets.automation import DAILY_FRESHNESS, refresh_when_upstream_day_changes
-from mlops_assets.partitions import daily_partitions, describe_days, partition_days
+from mlops_assets.partitions import (
+    daily_partitions,
+    day_batches,
+    days_with_rows,
+    describe_days,
+    partition_days,
+)
 from mlops_assets.registry.champion import load_scorer, resolve_alias
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
@@ -38,43 +44,51 @@ def scored_transactions(
 
     days = partition_days(context)
     champion = resolve_alias(mlflow_tracking, policy.model_name, policy.model_alias)
-    features = lake.read(TRANSACTION_FEATURES, days=days).to_pandas()
-    present = {d.isoformat() for d in pd.to_datetime(features["txn_date"]).dt.date.unique()}
-    missing = [d.isoformat() for d in days if d.isoformat() not in present]
-    if missing:
-        raise dg.Failure(
-            description=f"transaction_features has no rows for {', '.join(missing)}: "
-            "materialize it first"
+    score = load_scorer(champion)
+    rows = flagged_rows = 0
+    score_sum = 0.0
+    write = None
+    day_rows = lake.day_rows(TRANSACTION_FEATURES, days)
+    days_with_rows(context, day_rows, "transaction_features")
+    # a long range is scored in batches of about lake.batch_rows rows, one Delta commit each
+    # (a day of the range without features is replaced by no scores, as it has no features)
+    for batch in day_batches(days, day_rows, lake.batch_rows):
+        features = lake.read(TRANSACTION_FEATURES, days=batch).to_pandas()
+        scores = score(features)
+        flagged = scores >= champion.threshold
+        count = len(features)
+        table = pa.table(
+            {
+                "transaction_id": pa.array(features["transaction_id"], pa.string()),
+                "fraud_score": pa.array(scores.astype(np.float64)),
+                "is_fraud_predicted": pa.array(flagged),
+                "model_name": pa.array([champion.name] * count, pa.string()),
+                "model_version": pa.array([int(champion.version)] * count, pa.int64()),
+                "model_alias": pa.array([champion.alias] * count, pa.string()),
+                "scored_at": pa.array([datetime.now(UTC)] * count, pa.timestamp("us", tz="UTC")),
+                "txn_date": pa.array(pd.to_datetime(features["txn_date"]).dt.date, pa.date32()),
+            }
         )
-    scores = load_scorer(champion)(features)
-    flagged = scores >= champion.threshold
-    rows = len(features)
-    table = pa.table(
-        {
-            "transaction_id": pa.array(features["transaction_id"], pa.string()),
-            "fraud_score": pa.array(scores.astype(np.float64)),
-            "is_fraud_predicted": pa.array(flagged),
-            "model_name": pa.array([champion.name] * rows, pa.string()),
-            "model_version": pa.array([int(champion.version)] * rows, pa.int64()),
-            "model_alias": pa.array([champion.alias] * rows, pa.string()),
-            "scored_at": pa.array([datetime.now(UTC)] * rows, pa.timestamp("us", tz="UTC")),
-            "txn_date": pa.array(pd.to_datetime(features["txn_date"]).dt.date, pa.date32()),
-        }
-    )
-    write = lake.overwrite_days(SCORED_TRANSACTIONS, table, days[0], days[-1])
+        del features
+        write = lake.overwrite_days(SCORED_TRANSACTIONS, table, batch[0], batch[-1])
+        rows += count
+        flagged_rows += int(flagged.sum())
+        score_sum += float(scores.sum())
+    assert write is not None
     context.log.info(
         f"Scored {rows} transactions of {describe_days(days)} with {champion.name} "
-        f"v{champion.version}: {int(flagged.sum())} flagged"
+        f"v{champion.version}: {flagged_rows} flagged"
     )
     return dg.MaterializeResult(
         metadata={
             **write.metadata(table.schema),
+            "dagster/row_count": rows,
             "days": describe_days(days),
             "model_version": int(champion.version),
             "model_alias": champion.alias,
             "threshold": champion.threshold,
-            "flagged_rows": int(flagged.sum()),
-            "flagged_share": float(flagged.mean()),
-            "mean_fraud_score": float(scores.mean()),
+            "flagged_rows": flagged_rows,
+            "flagged_share": flagged_rows / rows if rows else 0.0,
+            "mean_fraud_score": score_sum / rows if rows else 0.0,
         }
     )
