@@ -23,6 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import create_execution_plan
+from dagster._core.execution.plan.handle import ResolvedFromDynamicStepHandle, UnresolvedStepHandle
+from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.executor.init import InitExecutorContext
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
@@ -44,7 +47,12 @@ from mlops_assets.environment import spark_config
 from mlops_assets.resources.spark_jars import delta_jars, s3a_jars
 from mlops_assets.resources.spark_s3 import CREDENTIALS_PROVIDER
 from mlops_assets.settings import Settings
-from mlops_assets.train.k8s import GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
+from mlops_assets.train.k8s import (
+    GPU_NODE_SELECTOR,
+    GPU_RESOURCE,
+    GPU_TOLERATION,
+    gpu_training_op_tags,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -253,31 +261,78 @@ def test_plain_step_gets_the_default_resources(step_handler, run_launcher) -> No
     assert {"secretRef": {"name": ENV_SECRET}} in _container(manifest)["envFrom"]
 
 
+#: fan-out of the graph-backed assets' step specs (e.g. ``workers`` of a tuning asset)
+FAN_OUT = 3
+
+
+def _asset_steps(defs: dg.Definitions, key: dg.AssetKey) -> list[Any]:
+    """The execution-plan steps of one asset, as the executor launches them: a graph-backed
+    asset's dynamic fan-out resolved to ``FAN_OUT`` steps (``...trials[worker_0]``...)."""
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={key})
+    plan = create_execution_plan(job)
+    fan_out = [f"worker_{i}" for i in range(FAN_OUT)]
+    mappings = {
+        step.key: {output.name: fan_out for output in step.step_outputs if output.is_dynamic}
+        for step in plan.step_dict.values()
+        if any(output.is_dynamic for output in step.step_outputs)
+    }
+    if mappings:
+        plan = create_execution_plan(
+            job, known_state=KnownExecutionState(dynamic_mappings=mappings)
+        )
+    return [s for s in plan.step_dict.values() if not isinstance(s.handle, UnresolvedStepHandle)]
+
+
+def _training_steps(defs: dg.Definitions, key: dg.AssetKey) -> list[Any]:
+    """The steps of a GPU asset that train: its one step or, in a graph-backed asset, the
+    fanned-out worker steps (each tuning worker trains); every step when there is no fan-out."""
+    steps = _asset_steps(defs, key)
+    fanned = [s for s in steps if isinstance(s.handle, ResolvedFromDynamicStepHandle)]
+    return fanned or steps
+
+
+def _requests_gpu(manifest: dict) -> bool:
+    pod = manifest["spec"]["template"]["spec"]
+    limits = _container(manifest)["resources"].get("limits", {})
+    return (
+        limits.get(GPU_RESOURCE) == "1"
+        and pod.get("nodeSelector") == GPU_NODE_SELECTOR
+        and GPU_TOLERATION in pod.get("tolerations", [])
+    )
+
+
 def _gpu_steps_without_gpu(defs: dg.Definitions, step_handler, run_launcher) -> list[str]:
+    """Step keys of GPU assets' training steps whose pod would not get a GPU node."""
     missing = []
     for spec in defs.resolve_all_asset_specs():
         if not _is_gpu_step(spec):
             continue
-        op = defs.resolve_assets_def(spec.key).op
-        manifest = _step_job(step_handler, run_launcher, op.name, op.tags)
-        pod = manifest["spec"]["template"]["spec"]
-        limits = _container(manifest)["resources"].get("limits", {})
-        if (
-            limits.get(GPU_RESOURCE) != "1"
-            or pod.get("nodeSelector") != GPU_NODE_SELECTOR
-            or GPU_TOLERATION not in pod.get("tolerations", [])
-        ):
-            missing.append(spec.key.to_user_string())
+        for step in _training_steps(defs, spec.key):
+            manifest = _step_job(step_handler, run_launcher, step.key, dict(step.tags))
+            if not _requests_gpu(manifest):
+                missing.append(step.key)
     return missing
 
 
 def test_every_gpu_step_requests_a_gpu(defs: dg.Definitions, step_handler, run_launcher) -> None:
     """Any TensorFlow / XGBoost asset, or any *_tuning / *_candidate asset, must ask for a GPU on
-    a GPU node; otherwise it would train on the CPU of whatever node it lands on."""
+    a GPU node; otherwise it would train on the CPU of whatever node it lands on. A tuning
+    asset's worker steps train (each its share of trials): each asks; its planning and
+    best-trial steps do not train and take no GPU node."""
     gpu_steps = {s.key.to_user_string() for s in defs.resolve_all_asset_specs() if _is_gpu_step(s)}
     assert gpu_steps >= {"xgboost_tuning", "mlp_tuning", "xgboost_candidate", "mlp_candidate"}
     missing = _gpu_steps_without_gpu(defs, step_handler, run_launcher)
     assert not missing, f"GPU steps without the GPU request, node selector or toleration: {missing}"
+    for family in ("xgboost", "mlp"):
+        key = dg.AssetKey(f"{family}_tuning")
+        workers = {s.key for s in _training_steps(defs, key)}
+        assert workers == {f"{family}_tuning.{family}_trials[worker_{i}]" for i in range(FAN_OUT)}
+        light = {s.key: s for s in _asset_steps(defs, key) if s.key not in workers}
+        assert set(light) == {f"{family}_tuning.{family}_study", f"{family}_tuning.{family}_best"}
+        for step in light.values():
+            manifest = _step_job(step_handler, run_launcher, step.key, dict(step.tags))
+            _validate_k8s(manifest)
+            assert _container(manifest)["resources"] == DEFAULT_STEP_RESOURCES, step.key
 
 
 def test_the_gpu_rule_flags_a_step_without_gpu_tags(step_handler, run_launcher) -> None:
@@ -293,8 +348,44 @@ def test_the_gpu_rule_flags_a_step_without_gpu_tags(step_handler, run_launcher) 
     @dg.asset
     def report() -> None: ...
 
-    defs = dg.Definitions(assets=[untagged_model, lightgbm_candidate, cpu_only_net, report])
+    @dg.op(out=dg.DynamicOut())
+    def plan():
+        yield from (dg.DynamicOutput(i, mapping_key=f"worker_{i}") for i in range(2))
+
+    @dg.op(tags=gpu_training_op_tags())
+    def tagged_trials(work) -> int:
+        return work
+
+    @dg.op
+    def untagged_trials(work) -> int:
+        return work
+
+    @dg.op
+    def pick(reports: list) -> int:
+        return max(reports)
+
+    @dg.graph_asset
+    def catboost_tuning():  # the fan-out workers lack the GPU tags
+        return pick(plan().map(untagged_trials).collect())
+
+    @dg.graph_asset(kinds={"xgboost"})
+    def fanned_out_model():  # the workers have them (the light steps need none)
+        return pick(plan().map(tagged_trials).collect())
+
+    defs = dg.Definitions(
+        assets=[
+            untagged_model,
+            lightgbm_candidate,
+            cpu_only_net,
+            report,
+            catboost_tuning,
+            fanned_out_model,
+        ]
+    )
     assert sorted(_gpu_steps_without_gpu(defs, step_handler, run_launcher)) == [
+        "catboost_tuning.untagged_trials[worker_0]",
+        "catboost_tuning.untagged_trials[worker_1]",
+        "catboost_tuning.untagged_trials[worker_2]",
         "cpu_only_net",
         "lightgbm_candidate",
         "untagged_model",

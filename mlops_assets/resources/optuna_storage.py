@@ -10,11 +10,16 @@ class OptunaStorage(dg.ConfigurableResource):
 
     url: str
 
-    def open_study(self, name: str, seed: int = 0, warmup_steps: int = 5):  # -> optuna.Study
-        """The named study, created on first use and continued afterwards."""
+    def open_study(
+        self, name: str, seed: int = 0, warmup_steps: int = 5, sampler_seed: int | None = None
+    ):  # -> optuna.Study
+        """The named study, created on first use and continued afterwards (``sampler_seed``:
+        the sampler's exact seed, e.g. a tuning worker's, instead of ``seed`` + trials so far)."""
         from mlops_assets.train.tuning import open_study
 
-        return open_study(name, self.url, seed=seed, warmup_steps=warmup_steps)
+        return open_study(
+            name, self.url, seed=seed, warmup_steps=warmup_steps, sampler_seed=sampler_seed
+        )
 
     @property
     def display_url(self) -> str:

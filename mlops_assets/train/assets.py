@@ -1,9 +1,9 @@
 """The model factory's assets: ``training_set``, then per family ``<family>_tuning`` (an Optuna
-study) and ``<family>_candidate`` (a registered MLflow model version)."""
+study, worked by one or several steps: ``tuning_asset.py``) and ``<family>_candidate`` (a
+registered MLflow model version)."""
 
 from collections.abc import Iterator
 from datetime import date
-from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -13,15 +13,11 @@ from mlops_assets.lineage import lineage_tags
 from mlops_assets.registry.versions import register_version
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
-from mlops_assets.resources.optuna_storage import OptunaStorage
 from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.train.candidate_fit import fit_candidate
 from mlops_assets.train.checks import log_onnx, onnx_check_spec, onnx_outcome
 from mlops_assets.train.dataset import (
-    TrainingSet,
     TrainingSetSpec,
-    content_hash,
-    load_training_set,
     select_training_set,
 )
 from mlops_assets.train.families import FAMILIES, ModelFamily
@@ -33,12 +29,10 @@ from mlops_assets.train.metrics import (
     evaluate,
     evaluation_figures,
 )
+from mlops_assets.train.pinned import TRAINING_SET
+from mlops_assets.train.tuning_asset import build_tuning_asset
 from mlops_assets.upstream import latest_metadata
 
-if TYPE_CHECKING:
-    import numpy as np
-
-TRAINING_SET = "training_set"
 REFERENCE_ROWS = 50_000
 #: holdout rows whose contributions make the global importances
 IMPORTANCE_ROWS = 5_000
@@ -54,16 +48,6 @@ class TrainingSetConfig(dg.Config):
     end_date: str | None = Field(
         None, description="Last day of the window (ISO date); default: the latest feature day."
     )
-
-
-class TuningConfig(dg.Config):
-    """How much tuning to do in this materialization (the study continues from earlier runs)."""
-
-    n_trials: int = Field(8, ge=1, description="Trials to run in this materialization.")
-    timeout_seconds: float = Field(
-        900.0, gt=0, description="Time budget: no new trial starts after this many seconds."
-    )
-    seed: int = Field(0, description="Sampler seed (offset by the trials already in the study).")
 
 
 @dg.asset(deps=["transaction_features"], group_name="train", kinds={"delta", "pandas"})
@@ -111,133 +95,6 @@ def training_set(
             ),
         }
     )
-
-
-def pinned_training_set(
-    context: dg.AssetExecutionContext, lake: DeltaLake, verify: bool = False
-) -> TrainingSet:
-    """The latest ``training_set``, read again at its pinned Delta version."""
-    spec = TrainingSetSpec.from_metadata(latest_metadata(context, TRAINING_SET)["spec"])
-    loaded = load_training_set(lake, spec)
-    if verify and (
-        len(loaded.frame) != spec.rows or content_hash(loaded.frame) != spec.content_hash
-    ):
-        raise dg.Failure(
-            description=f"The training set {spec.partition_range} read at transaction_features "
-            f"v{spec.features_version} no longer matches its record ({len(loaded.frame)} rows vs "
-            f"{spec.rows}); materialize training_set again"
-        )
-    return loaded
-
-
-def _require_both_classes(frame_labels: "np.ndarray", what: str) -> None:
-    if frame_labels.min() == frame_labels.max():
-        raise dg.Failure(
-            description=f"The {what} has a single class; it cannot measure a model. "
-            "Use a wider training window."
-        )
-
-
-def build_tuning_asset(family: ModelFamily) -> dg.AssetsDefinition:
-    """``<family>_tuning``: continue the family's Optuna study; its best parameters."""
-
-    @dg.asset(
-        name=f"{family.name}_tuning",
-        deps=[TRAINING_SET],
-        group_name="train",
-        kinds=set(family.kinds),
-        op_tags=gpu_training_op_tags(),
-        description=f"The best {family.name} hyper-parameters so far: an Optuna study (persistent, "
-        "resumed by every materialization) maximising PR-AUC on the training set's tuning day; "
-        "unpromising trials are pruned; each trial is a nested MLflow run under this "
-        "materialization's run. Trials and time budget are launchpad config.",
-    )
-    def tuning_asset(
-        context: dg.AssetExecutionContext,
-        config: TuningConfig,
-        lake: DeltaLake,
-        mlflow_tracking: MlflowTracking,
-        optuna_storage: OptunaStorage,
-        policy: PipelinePolicy,
-    ) -> dg.MaterializeResult:
-        import mlflow
-        from sklearn.metrics import average_precision_score
-
-        from mlops_assets.train.tuning import history_figures, run_study  # loads optuna
-
-        data = pinned_training_set(context, lake)
-        train, tuning = data.train, data.tuning
-        _require_both_classes(tuning[LABEL_COLUMN].to_numpy(), "tuning day")
-        study = optuna_storage.open_study(
-            f"{policy.model_name}-{family.name}", seed=config.seed, warmup_steps=family.warmup_steps
-        )
-        device = family.device()
-
-        def objective(trial) -> float:
-            trial.set_user_attr("partition_range", data.spec.partition_range)
-            model = family.fit(train, family.suggest(trial), validation=tuning, trial=trial)
-            value = float(
-                average_precision_score(tuning[LABEL_COLUMN], family.scores(model, tuning))
-            )
-            mlflow.log_metric("tuning_pr_auc", value)
-            return value
-
-        with mlflow_tracking.start_run(context, run_name=f"{family.name}_tuning") as run:
-            mlflow.set_tags(
-                {
-                    "optuna.study": study.study_name,
-                    "optuna.storage": optuna_storage.display_url,
-                    "model_family": family.name,
-                    "lineage.partition_range": data.spec.partition_range,
-                    "lineage.device": device,
-                }
-            )
-            outcome = run_study(
-                study,
-                objective,
-                config.n_trials,
-                config.timeout_seconds,
-                record_trial=lambda trial: mlflow_tracking.start_trial_run(trial=trial),
-                log=context.log.info,
-            )
-            mlflow.log_params({f"best.{k}": v for k, v in outcome.best_params.items()})
-            mlflow.log_metrics(
-                {"best_tuning_pr_auc": outcome.best_value, "trials_total": outcome.trials_total}
-            )
-            for name, figure in history_figures(study):
-                mlflow.log_figure(figure, f"tuning/{name}")
-                close_figure(figure)
-            run_id, experiment_id = run.info.run_id, run.info.experiment_id
-        return dg.MaterializeResult(
-            metadata={
-                "best_params": dg.MetadataValue.json(outcome.best_params),
-                "best_tuning_pr_auc": outcome.best_value,
-                "best_trial": outcome.best_trial,
-                "study": study.study_name,
-                "optuna_storage": optuna_storage.display_url,
-                "trials_total": outcome.trials_total,
-                "trials_this_run": len(outcome.trials_this_run),
-                "pruned_this_run": outcome.pruned_this_run,
-                "param_importances": dg.MetadataValue.json(outcome.importances),
-                "optimization_history": dg.MetadataValue.json(
-                    [
-                        {
-                            "trial": t.number,
-                            "state": t.state,
-                            "value": t.value,
-                            "seconds": t.seconds,
-                        }
-                        for t in outcome.history
-                    ]
-                ),
-                "device": device,
-                "partition_range": data.spec.partition_range,
-                "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url(experiment_id, run_id)),
-                "mlflow_run_id": run_id,
-            }
-        )
-
-    return tuning_asset
 
 
 def build_candidate_asset(family: ModelFamily) -> dg.AssetsDefinition:

@@ -2,7 +2,10 @@
 
 A study per model family lives in the configured storage (SQLite by default, Postgres in
 production). Running it again continues it: the sampler sees every earlier trial, and the best
-parameters are those of the best trial so far, whichever run found it.
+parameters are those of the best trial so far, whichever run found it. Several processes may
+work the same study at once (``run_trials`` in each, ``summarise`` afterwards): the storage
+hands every trial a number once, and TPE's constant liar (Optuna's default) keeps concurrent
+trials from sampling the same point.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import fcntl
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,27 +85,50 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}"
 
 
-def open_study(name: str, storage_url: str, seed: int = 0, warmup_steps: int = 5) -> optuna.Study:
+def open_study(
+    name: str,
+    storage_url: str,
+    seed: int = 0,
+    warmup_steps: int = 5,
+    sampler_seed: int | None = None,
+) -> optuna.Study:
     """Create the study, or load it when it exists (so tuning resumes), maximising.
 
     The sampler's seed is offset by the trials already run, so a resumed study draws new
-    candidates instead of repeating its first ones.
+    candidates instead of repeating its first ones. ``sampler_seed`` sets it exactly instead
+    (tuning workers get distinct seeds from the step that planned them).
     """
     # progress goes through run_study's log (the Dagster step log), not Optuna's own stderr
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage_for(storage_url)
-    try:
-        existing = len(optuna.load_study(study_name=name, storage=storage).trials)
-    except KeyError:
-        existing = 0
+    if sampler_seed is None:
+        sampler_seed = seed + existing_trials(name, storage)
     return optuna.create_study(
         study_name=name,
         storage=storage,
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed + existing),
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup_steps),
     )
+
+
+def existing_trials(name: str, storage: optuna.storages.BaseStorage) -> int:
+    """How many trials the study holds (0 when it does not exist yet)."""
+    try:
+        return len(optuna.load_study(study_name=name, storage=storage).trials)
+    except KeyError:
+        return 0
+
+
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """``n_trials`` as shares for at most ``workers`` workers: sizes differ by one at most, sum
+    to ``n_trials`` exactly, and no worker gets none (fewer workers when trials are few)."""
+    if n_trials < 1 or workers < 1:
+        raise ValueError(f"n_trials and workers must be at least 1 (got {n_trials}, {workers})")
+    workers = min(workers, n_trials)
+    share, extra = divmod(n_trials, workers)
+    return [share + (i < extra) for i in range(workers)]
 
 
 def _summary(trial: optuna.trial.FrozenTrial) -> TrialSummary:
@@ -129,38 +155,39 @@ def importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def run_study(
+def run_trials(
     study: optuna.Study,
     objective: Objective,
     n_trials: int,
     timeout_seconds: float | None,
     record_trial: TrialRecorder,
     log: Callable[[str], None] = print,
-) -> TuningOutcome:
-    """Run up to ``n_trials`` more trials within ``timeout_seconds``; report each one."""
+) -> list[int]:
+    """Run up to ``n_trials`` more trials within ``timeout_seconds``, report each one; the
+    numbers of the trials this call ran (other processes may run trials of the study at the
+    same time: theirs are not counted)."""
     if n_trials < 1:
         raise ValueError(f"n_trials must be at least 1 (got {n_trials})")
-    # enqueued trials exist already (WAITING) but run now
-    waiting = optuna.trial.TrialState.WAITING
-    before = {t.number for t in study.trials if t.state != waiting}
+    ran: list[int] = []
 
     def recorded(trial: optuna.Trial) -> float:
         with record_trial(trial):
             return objective(trial)
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len([t for t in study.trials if t.number not in before])
+        ran.append(trial.number)
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         try:
             best = f"{study.best_value:.4f} (trial {study.best_trial.number})"
         except ValueError:
             best = "none yet"
         log(
-            f"{study.study_name} trial {trial.number} [{done}/{n_trials}]: {trial.state.name} "
-            f"value {value}; best {best}"
+            f"{study.study_name} trial {trial.number} [{len(ran)}/{n_trials}]: "
+            f"{trial.state.name} value {value}; best {best}"
         )
 
     started = time.perf_counter()
+    # enqueued trials exist already (WAITING) and run first
     study.optimize(
         recorded,
         n_trials=n_trials,
@@ -170,7 +197,14 @@ def run_study(
         gc_after_trial=False,
     )
     elapsed = time.perf_counter() - started
-    log(f"{study.study_name}: {n_trials} trial(s) requested, took {elapsed:.1f}s")
+    log(f"{study.study_name}: {len(ran)} of {n_trials} trial(s) run, took {elapsed:.1f}s")
+    return ran
+
+
+def summarise(study: optuna.Study, this_run: Iterable[int]) -> TuningOutcome:
+    """What the study knows now; ``this_run`` are the numbers of this materialization's trials
+    (from one process or several)."""
+    numbers = set(this_run)
     trials = study.trials
     try:
         best = study.best_trial
@@ -185,14 +219,31 @@ def run_study(
         best_params=dict(best.params),
         best_trial=best.number,
         trials_total=len(trials),
-        trials_this_run=[_summary(t) for t in trials if t.number not in before],
+        trials_this_run=[_summary(t) for t in trials if t.number in numbers],
         history=[_summary(t) for t in trials],
         importances=importances(study),
     )
 
 
-def history_figures(study: optuna.Study) -> Iterator[tuple[str, Any]]:
-    """The optimisation history and (when computable) the importances, as matplotlib figures."""
+def run_study(
+    study: optuna.Study,
+    objective: Objective,
+    n_trials: int,
+    timeout_seconds: float | None,
+    record_trial: TrialRecorder,
+    log: Callable[[str], None] = print,
+) -> TuningOutcome:
+    """Run up to ``n_trials`` more trials within ``timeout_seconds`` in this process; report
+    each one; what the study knows afterwards."""
+    ran = run_trials(study, objective, n_trials, timeout_seconds, record_trial, log)
+    return summarise(study, ran)
+
+
+def history_figures(
+    study: optuna.Study, with_importances: bool | None = None
+) -> Iterator[tuple[str, Any]]:
+    """The optimisation history and (when computable, or ``with_importances`` when the caller
+    knows) the importances, as matplotlib figures."""
     import warnings
 
     import matplotlib
@@ -203,5 +254,5 @@ def history_figures(study: optuna.Study) -> Iterator[tuple[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         yield "optimization_history.png", optuna_plots.plot_optimization_history(study).figure
-        if importances(study):
+        if importances(study) if with_importances is None else with_importances:
             yield "param_importances.png", optuna_plots.plot_param_importances(study).figure
