@@ -54,6 +54,18 @@ def training_reference(mlflow_tracking: MlflowTracking, model: AliasedModel) -> 
         return pd.read_parquet(local)
 
 
+def score_in_slices(
+    score: "Callable[[pd.DataFrame], np.ndarray]", frame: "pd.DataFrame", rows: int = 262_144
+) -> "np.ndarray":
+    """The scores of ``frame``, ``rows`` at a time: the model's input copies of a big day stay a
+    slice's size."""
+    import numpy as np
+
+    if len(frame) <= rows:
+        return score(frame)
+    return np.concatenate([score(frame.iloc[at : at + rows]) for at in range(0, len(frame), rows)])
+
+
 def _day_report(
     lake: DeltaLake,
     policy: PipelinePolicy,
@@ -70,7 +82,7 @@ def _day_report(
         raise dg.Failure(
             description=f"transaction_features has no rows for {day}: materialize it first"
         )
-    current[PREDICTION] = score(current)
+    current[PREDICTION] = score_in_slices(score, current)
     summary = compute_drift(
         reference,
         current,
