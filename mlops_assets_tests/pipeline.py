@@ -35,6 +35,7 @@ def materialize(
     day: date | None = None,
     run_config: dict[str, Any] | None = None,
     raise_on_error: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInJobResult:
     """Materialize the selected assets (one partition, if given) on ``instance``."""
     return dg.materialize(
@@ -45,6 +46,7 @@ def materialize(
         partition_key=day.isoformat() if day else None,
         run_config=run_config,
         raise_on_error=raise_on_error,
+        tags=tags,
     )
 
 
@@ -66,13 +68,8 @@ def materialize_range(
     raise_on_error: bool = True,
 ) -> dg.ExecuteInJobResult:
     """Materialize the selected assets for the days ``first``..``last`` in one run."""
-    return dg.materialize(
-        ALL_ASSETS,
-        selection=list(keys),
-        resources=resources,
-        instance=instance,
-        tags=range_tags(first, last),
-        raise_on_error=raise_on_error,
+    return materialize(
+        keys, resources, instance, raise_on_error=raise_on_error, tags=range_tags(first, last)
     )
 
 

@@ -21,7 +21,6 @@ from dagster._core.storage.asset_check_execution_record import (
 from polars.testing import assert_frame_equal
 
 from mlops_assets.datagen import GeneratorConfig, write_day
-from mlops_assets.definitions import ALL_ASSETS
 from mlops_assets.environment import build_resources
 from mlops_assets.partitions import daily_partitions, day_batches
 from mlops_assets.settings import Settings
@@ -31,7 +30,7 @@ from mlops_assets.tables import (
     TRANSACTION_FEATURES,
     VALIDATED_TRANSACTIONS,
 )
-from mlops_assets_tests.pipeline import materialize, range_tags
+from mlops_assets_tests.pipeline import materialize, materialize_range
 
 DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(3)]
 VALIDATED = dg.AssetKey("validated_transactions")
@@ -51,13 +50,7 @@ def test_range_run_records_each_days_checks(settings: Settings, resources: dict)
     for day in DAYS:
         write_day(day, GeneratorConfig(rows_per_day=400, seed=3), landing)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ALL_ASSETS,
-            selection=STEPS,
-            resources=resources,
-            instance=instance,
-            tags=range_tags(DAYS[0], DAYS[-1]),
-        )
+        result = materialize_range(STEPS, resources, instance, DAYS[0], DAYS[-1])
         assert result.success
         days = {d.isoformat() for d in DAYS}
         evaluations = result.get_asset_check_evaluations()
@@ -86,13 +79,8 @@ def test_a_blocked_day_fails_its_own_check_in_a_range(settings: Settings, resour
         bad = 0.3 if day == DAYS[1] else 0.0
         write_day(day, GeneratorConfig(rows_per_day=400, seed=3, bad_row_share=bad), landing)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ALL_ASSETS,
-            selection=STEPS,
-            resources=resources,
-            instance=instance,
-            tags=range_tags(DAYS[0], DAYS[-1]),
-            raise_on_error=False,
+        result = materialize_range(
+            STEPS, resources, instance, DAYS[0], DAYS[-1], raise_on_error=False
         )
         assert not result.success  # the blocked day holds the run back
         share = {
@@ -145,12 +133,8 @@ def build_range(home: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int | N
         write_day(day, config, settings.resolved_landing_uri)
     resources = build_resources(settings)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            ALL_ASSETS,
-            selection=[*STEPS, "transaction_features"],
-            resources=resources,
-            instance=instance,
-            tags=range_tags(days[0], days[-1]),
+        result = materialize_range(
+            [*STEPS, "transaction_features"], resources, instance, days[0], days[-1]
         )
         assert result.success
         for key in ("raw_transactions", "validated_transactions", "transaction_features"):
