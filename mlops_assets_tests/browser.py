@@ -140,20 +140,19 @@ class DagsterDev:
 
 
 @contextmanager
-def running_dagster_dev(env: dict[str, str], port: int, log: Path) -> Iterator[DagsterDev]:
-    """`dagster dev` (webserver and daemon) over ``env``'s instance on 127.0.0.1:``port``,
-    until the block exits. It starts loading at once: call ``wait_loaded`` before using it (and
-    build what it shows meanwhile, if you like: it reads the instance as it changes)."""
-    command = [
-        str(BIN / "dagster"),
-        "dev",
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
+def running_dagster_dev(
+    env: dict[str, str], port: int, log: Path, *, dg: bool = False
+) -> Iterator[DagsterDev]:
+    """`dagster dev -w workspace.yaml` (webserver and daemon) over ``env``'s instance on
+    127.0.0.1:``port``, until the block exits; with ``dg``, `dg dev` instead (the location from
+    ``[tool.dg]`` in pyproject.toml). It starts loading at once: call ``wait_loaded`` before
+    using it (and build what it shows meanwhile, if you like: it reads the instance as it
+    changes)."""
+    if dg:
+        command = [str(BIN / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        command = [str(BIN / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+        command += ["-h", "127.0.0.1", "-p", str(port)]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command,
