@@ -1,5 +1,5 @@
 """A 30-day backfill of the partitioned assets: from the CLI, and from the UI (the same GraphQL
-call the Dagster UI makes, against a real `dagster dev` on loopback with its daemon)."""
+call the Dagster UI makes, against a real `dg dev` on loopback with its daemon)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from dagster._core.instance.ref import InstanceRef
 from deltalake import DeltaTable
 
 from mlops_assets.datagen import GeneratorConfig, write_days
+from mlops_assets.definitions import defs
+from mlops_assets_tests.browser import LOCATION, running_dagster_dev
 from mlops_assets_tests.helpers import free_port, graphql
+from mlops_assets_tests.test_definitions import EXPECTED_ASSETS
 
 pytestmark = pytest.mark.slow
 
@@ -113,36 +116,25 @@ query($id: String!) {
 }"""
 
 
+LOCATION_CONTENTS = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+  location { name } assetNodes { assetKey { path } } jobs { name } schedules { name }
+  sensors { name } } } } }"""
+
+
 def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
+    """Through `dg dev` (the location from [tool.dg], no workspace file): it serves every
+    asset, job, schedule and sensor, and the UI's backfill of thirty days runs as range runs."""
     env = project(tmp_path)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "dagster"),
-            "dev",
-            "-w",
-            str(PROJECT_ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                graphql(url, "{ version }")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "dagster dev did not start"
-                time.sleep(2)
+    with running_dagster_dev(env, free_port(), tmp_path / "dg-dev.log", dg=True) as dev:
+        url = dev.wait_loaded()
+        nodes = graphql(url, LOCATION_CONTENTS)["repositoriesOrError"]["nodes"]
+        [location] = [node for node in nodes if node["location"]["name"] == LOCATION]
+        assets = {"/".join(a["assetKey"]["path"]) for a in location["assetNodes"]}
+        assert assets == EXPECTED_ASSETS
+        jobs = {job["name"] for job in location["jobs"]}
+        assert {"ingest_job", "training_job", "scoring_job"} <= jobs, jobs
+        assert {s.name for s in defs.schedules or []} == {s["name"] for s in location["schedules"]}
+        assert {s.name for s in defs.sensors or []} == {s["name"] for s in location["sensors"]}
         partitions = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
         launched = graphql(
             url,
@@ -188,9 +180,6 @@ def test_ui_backfill_of_thirty_days_runs_as_one_run(tmp_path: Path) -> None:
         for run in runs:
             tags = {t["key"]: t["value"] for t in run["tags"]}
             assert "dagster/asset_partition_range_start" in tags, run
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
     for key in INGEST:
         assert materialized(env, key) >= set(partitions), key
     check_lake(env)

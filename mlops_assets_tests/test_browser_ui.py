@@ -93,7 +93,14 @@ def page(browser_context: Any) -> Iterator[Any]:
     page.close()
 
 
-TRAINING_CONFIG = f"""ops:
+#: what the analyst types: a small window, one trial per family, and the run in one process
+#: (the executor's `in_process` choice, offered by the launchpad too): the multiprocess default
+#: starts eleven step processes, each importing the code location and MLflow, about two minutes
+#: of this suite that the training tests and test_distributed_tuning already spend
+TRAINING_CONFIG = f"""execution:
+  config:
+    in_process: {{}}
+ops:
   training_set:
     config:
       window_days: {TRAINING_WINDOW}
@@ -137,6 +144,7 @@ def test_launchpad_shows_the_documented_config_and_trains(uis: UIs, page: Any) -
         assert dagster_run is not None
         tuning = dagster_run.run_config["ops"]["xgboost_tuning"]["config"]
         assert tuning["n_trials"] == 1
+        assert "in_process" in dagster_run.run_config["execution"]["config"]
 
 
 @pytest.fixture(scope="module")
