@@ -214,6 +214,23 @@ def test_drift_report_flags_the_drift_day_and_not_a_clean_day(pipeline: Pipeline
     assert checks(pipeline.score[CLEAN_NEW_DAY])["drift_share_within_threshold"].passed
 
 
+def test_a_day_over_the_drift_sample_is_compared_as_a_seeded_sample(pipeline: Pipeline) -> None:
+    """A day with more rows than MLOPS_DRIFT_MAX_ROWS: its report compares a seeded sample of
+    that many rows (drawn before the day becomes a frame and is scored), says it sampled, still
+    flags the drift, and a re-run draws the same sample."""
+    settings = pipeline.settings.model_copy(update={"drift_max_rows": 1_000})
+    resources = build_resources(settings)
+    runs = [
+        metadata(materialize(["drift_report"], resources, pipeline.instance, DRIFT_DAY), key)
+        for key in ("drift_report", "drift_report")
+    ]
+    whole = metadata(pipeline.score[DRIFT_DAY], "drift_report")
+    assert whole["current_rows"] > 1_000 and whole["sampled"] is False
+    assert runs[0]["current_rows"] == 1_000 and runs[0]["sampled"] is True
+    assert runs[0]["dataset_drift"] is True
+    assert runs[0]["columns"] == runs[1]["columns"]  # the same sample, the same scores
+
+
 def _snapshot(pipeline: Pipeline, tables: list[LakeTable], days: list[date]) -> dict[Any, Any]:
     snapshot = {}
     for table in tables:
