@@ -191,7 +191,8 @@ def _is_gpu_step(spec: dg.AssetSpec) -> bool:
 
 
 def test_executor_for_the_settings() -> None:
-    assert executor_for(Settings(executor="multiprocess")) is None  # Dagster's default
+    multiprocess = executor_for(Settings(executor="multiprocess"))
+    assert multiprocess.name == dg.multi_or_in_process_executor.name  # Dagster's, preloading
     assert executor_for(Settings(executor="in_process")) is dg.in_process_executor
     k8s = executor_for(Settings(executor="k8s"))
     assert k8s is not None and k8s.name == "k8s"

@@ -2,7 +2,8 @@
 
 ``xgboost_tuning`` is a graph asset: a step plans the shares, ``workers`` steps each run theirs
 of the same study, a last step picks the best. Here the steps run under the multiprocess
-executor (one process each, as one pod each under Kubernetes) against a real throwaway Postgres
+executor the code location uses (one process each, forked from a server that has imported the
+code location; one pod each under Kubernetes) against a real throwaway Postgres
 (the production storage) and against the embedded SQLite default. Everything is read back
 from the study's storage, MLflow and the instance: trials numbered once, run in several
 processes, one nested MLflow run each, the best being the study's best. A worker that fails
@@ -26,6 +27,7 @@ import optuna
 import pytest
 
 from mlops_assets.datagen import GeneratorConfig
+from mlops_assets.deployment import preloading_executor
 from mlops_assets.environment import build_resources
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.settings import Settings
@@ -72,7 +74,7 @@ def tuning_definitions() -> dg.Definitions:
         resources=build_resources(Settings()),
         jobs=[
             dg.define_asset_job(
-                "tuning", selection=["xgboost_tuning"], executor_def=dg.multiprocess_executor
+                "tuning", selection=["xgboost_tuning"], executor_def=preloading_executor()
             )
         ],
     )
@@ -110,7 +112,9 @@ class World:
     def run(self, **config: Any) -> dg.JobExecutionResult:
         """The tuning job, one process per step (at most ``workers`` + 1 at once)."""
         run_config = tuning_config(**config)
-        run_config["execution"] = {"config": {"max_concurrent": config.get("workers", 1) + 1}}
+        run_config["execution"] = {
+            "config": {"multiprocess": {"max_concurrent": config.get("workers", 1) + 1}}
+        }
         return dg.execute_job(
             dg.reconstructable(tuning_job), instance=self.instance, run_config=run_config
         )
@@ -270,7 +274,7 @@ def test_a_failed_worker_is_resumed_without_losing_or_repeating_trials(
         instance=world.instance,
         run_config={
             **tuning_config(n_trials=3, workers=2),
-            "execution": {"config": {"max_concurrent": 3}},
+            "execution": {"config": {"multiprocess": {"max_concurrent": 3}}},
         },
         reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, world.instance),
     )

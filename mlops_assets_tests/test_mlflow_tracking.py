@@ -15,6 +15,7 @@ import mlflow
 import pytest
 from mlflow.entities import Run
 
+from mlops_assets.deployment import preloading_executor
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
 from mlops_assets_tests.mlflow_server import (  # fixtures come from conftest
     MlflowServer,
@@ -274,7 +275,7 @@ def parallel_mlflow_job() -> dg.JobDefinition:
     defs = dg.Definitions(
         assets=[_parallel_asset(name) for name in PARALLEL_ASSETS],
         resources={"mlflow_tracking": MlflowTracking.configure_at_launch()},
-        jobs=[dg.define_asset_job("parallel_mlflow", executor_def=dg.multiprocess_executor)],
+        jobs=[dg.define_asset_job("parallel_mlflow", executor_def=preloading_executor())],
     )
     return defs.resolve_job_def("parallel_mlflow")
 
@@ -292,7 +293,7 @@ def test_parallel_steps_on_a_fresh_sqlite_store(tmp_path: Path) -> None:
     }
     step_config = {"barrier_dir": str(barrier), "parties": len(PARALLEL_ASSETS)}
     run_config = {
-        "execution": {"config": {"max_concurrent": len(PARALLEL_ASSETS)}},
+        "execution": {"config": {"multiprocess": {"max_concurrent": len(PARALLEL_ASSETS)}}},
         "resources": {"mlflow_tracking": {"config": resource_config}},
         "ops": {name: {"config": step_config} for name in PARALLEL_ASSETS},
     }
