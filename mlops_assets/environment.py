@@ -51,6 +51,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             max_reject_share=settings.max_reject_share,
             drift_share_threshold=settings.drift_share_threshold,
             drift_max_rows=settings.drift_max_rows,
+            explain_method=settings.explain_method,
             drift_share_error=settings.drift_share_error,
             performance_warn_drop=settings.performance_warn_drop,
             performance_error_drop=settings.performance_error_drop,

@@ -240,6 +240,12 @@ class Settings(BaseSettings):
         "onnx (onnxruntime over the version's ONNX copy, served only when it passed the "
         "onnx_matches_native parity check).",
     )
+    explain_method: Literal["treeshap", "saabas"] = Field(
+        "treeshap",
+        description="How XGBoost decisions are explained, online (explain=true) and in "
+        "fraud_explanations: treeshap (exact Shapley values) or saabas (XGBoost's approximate "
+        "contributions, about a tenth of the cost); the MLP's are integrated gradients.",
+    )
     serve_canary: bool = Field(
         True,
         description="Route a share of origin accounts to the version behind the canary alias "

@@ -60,6 +60,17 @@ def test_xgboost_contributions_sum_to_the_log_odds(frame: pd.DataFrame) -> None:
     assert set(importances) == set(FEATURE_COLUMNS)
 
 
+def test_saabas_contributions_add_up_too_but_are_not_treeshaps(frame: pd.DataFrame) -> None:
+    model = XGBoostFamily(threads=1).fit(frame, {"n_estimators": 40, "max_depth": 4})
+    treeshap = explain("xgboost", model, frame)
+    saabas = explain("xgboost", model, frame, method="saabas")
+    total = saabas.contributions.sum(axis=1) + saabas.bias
+    assert np.abs(total - (treeshap.contributions.sum(axis=1) + treeshap.bias)).max() < 1e-4
+    assert np.abs(saabas.contributions - treeshap.contributions).max() > 1e-3  # another method
+    with pytest.raises(ValueError, match="Unknown explanation method 'lime'"):
+        explain("xgboost", model, frame, method="lime")
+
+
 def test_mlp_integrated_gradients_are_complete(frame: pd.DataFrame) -> None:
     family = MlpFamily(epochs=1)
     model = family.fit(frame, {"batch_size": 512, "epochs": 1})
@@ -120,6 +131,37 @@ def test_explain_true_matches_the_batch_explanations(world: World) -> None:
         assert bad.json()["detail"]["field"] == "explain"
         off = client.post("/predict?explain=false", json=world.requests[0])
         assert off.status_code == 200 and "explanation" not in off.json()
+
+
+def test_with_saabas_online_and_batch_explanations_still_agree(world: World) -> None:
+    """MLOPS_EXPLAIN_METHOD=saabas reaches both the service and fraud_explanations."""
+    from mlops_assets.resources.policy import PipelinePolicy
+
+    scored = world.score_batch()
+    current = world.resources["policy"].model_dump()
+    policy = PipelinePolicy(**{**current, "explain_method": "saabas"})
+    resources = {**world.resources, "policy": policy}
+    result = materialize(["fraud_explanations"], resources, world.instance, DAY)
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["xgboost_explain_method"].value == "saabas"
+    table = pl.from_arrow(world.resources["lake"].read(FRAUD_EXPLANATIONS, days=[DAY]))
+    transaction_id = scored.filter(pl.col("is_fraud_predicted"))["transaction_id"][0]
+    by_id = {r["transaction_id"]: r for r in world.requests}
+    with TestClient(world.app(explain_method="saabas")) as client:
+        saabas = client.post("/predict?explain=true", json=by_id[transaction_id]).json()
+    with TestClient(world.app()) as client:
+        treeshap = client.post("/predict?explain=true", json=by_id[transaction_id]).json()
+    batch = table.filter(pl.col("transaction_id") == transaction_id).sort("rank")
+    served = saabas["explanation"]
+    assert [item["feature"] for item in served] == batch["feature"].to_list()
+    assert [item["contribution"] for item in served] == pytest.approx(
+        batch["contribution"].to_list(), abs=1e-4
+    )
+    contributions = [item["contribution"] for item in treeshap["explanation"]]
+    assert contributions != pytest.approx([item["contribution"] for item in served], abs=1e-6)
+    # the default again for the other tests of the shared world
+    assert materialize(["fraud_explanations"], world.resources, world.instance, DAY).success
 
 
 def test_one_pass_explains_its_explaining_requests_and_answers_the_others(world: World) -> None:

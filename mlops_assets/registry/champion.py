@@ -83,9 +83,11 @@ class ModelScorer:
         score: Callable[[pd.DataFrame], np.ndarray],
         native: Any = None,
         threads: int | None = None,
+        explain_method: str = "treeshap",
     ) -> None:
         self.model = model
         self.runtime = runtime
+        self.explain_method = explain_method  # XGBoost's: treeshap | saabas (train/explain.py)
         self._score = score
         self._native = native
         self._threads = threads
@@ -107,7 +109,8 @@ class ModelScorer:
         """Per row, the ``top_k`` feature contributions (log-odds) of largest magnitude."""
         from mlops_assets.train.explain import explain
 
-        return explain(self.model.family, self._explaining_model(), frame).top(top_k)
+        model = self._explaining_model()
+        return explain(self.model.family, model, frame, self.explain_method).top(top_k)
 
     def _explaining_model(self) -> Any:
         """The native model, for XGBoost as a one-thread copy of its booster: explanations
@@ -134,7 +137,10 @@ def _load_native(model: AliasedModel, threads: int | None) -> Any:
 
 
 def load_scorer(
-    model: AliasedModel, threads: int | None = None, runtime: str = "native"
+    model: AliasedModel,
+    threads: int | None = None,
+    runtime: str = "native",
+    explain_method: str = "treeshap",
 ) -> ModelScorer:
     """A scorer (feature frame -> fraud probabilities) for that version's family.
 
@@ -142,21 +148,33 @@ def load_scorer(
     for a few rows at a time: no hand-offs between cores another process may hold).
     ``runtime="onnx"`` scores with onnxruntime over the version's ``onnx.artifact``; a version
     without an ONNX copy that passed its parity check is refused with a ``ValueError`` that
-    says so (a model holder then keeps the version it serves)."""
+    says so (a model holder then keeps the version it serves). ``explain_method`` is how its
+    ``explain`` explains an XGBoost model (``train/explain.py``: treeshap or saabas)."""
+    from mlops_assets.train.explain import XGBOOST_METHODS
+
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown scoring runtime {runtime!r}; expected one of {RUNTIMES}")
+    if explain_method not in XGBOOST_METHODS:
+        raise ValueError(
+            f"Unknown explanation method {explain_method!r}; expected one of {XGBOOST_METHODS}"
+        )
     if runtime == "onnx":
-        return _onnx_scorer(model, threads)
+        return _onnx_scorer(model, threads, explain_method)
     from mlops_assets.train.families import family
 
     model_family = family(model.family)
     loaded = _load_native(model, threads)
     return ModelScorer(
-        model, "native", lambda frame: model_family.scores(loaded, frame), loaded, threads
+        model,
+        "native",
+        lambda frame: model_family.scores(loaded, frame),
+        loaded,
+        threads,
+        explain_method,
     )
 
 
-def _onnx_scorer(model: AliasedModel, threads: int | None) -> ModelScorer:
+def _onnx_scorer(model: AliasedModel, threads: int | None, explain_method: str) -> ModelScorer:
     import mlflow
 
     from mlops_assets.train.onnx_export import OnnxScorer
@@ -172,4 +190,4 @@ def _onnx_scorer(model: AliasedModel, threads: int | None) -> ModelScorer:
         )
     path = mlflow.artifacts.download_artifacts(run_id=model.run_id, artifact_path=artifact)
     scorer = OnnxScorer(model.family, path, threads=threads)
-    return ModelScorer(model, "onnx", scorer, None, threads)
+    return ModelScorer(model, "onnx", scorer, None, threads, explain_method)

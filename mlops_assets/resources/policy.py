@@ -16,6 +16,7 @@ class PipelinePolicy(dg.ConfigurableResource):
     max_reject_share: float = 0.05
     drift_share_threshold: float = 0.5
     drift_max_rows: int = 50_000
+    explain_method: str = "treeshap"  # XGBoost's: treeshap | saabas (train/explain.py)
     drift_share_error: float = 0.8
     performance_warn_drop: float = 0.2
     performance_error_drop: float = 0.4

@@ -12,6 +12,7 @@ from mlops_assets.partitions import daily_partitions, describe_days, partition_d
 from mlops_assets.registry.champion import AliasedModel, load_scorer
 from mlops_assets.resources.lake import DeltaLake
 from mlops_assets.resources.mlflow_tracking import MlflowTracking
+from mlops_assets.resources.policy import PipelinePolicy
 from mlops_assets.tables import FRAUD_EXPLANATIONS, SCORED_TRANSACTIONS, TRANSACTION_FEATURES
 
 if TYPE_CHECKING:
@@ -95,11 +96,13 @@ def fraud_explanations(
     config: ExplanationsConfig,
     lake: DeltaLake,
     mlflow_tracking: MlflowTracking,
+    policy: PipelinePolicy,
 ) -> dg.MaterializeResult:
-    """The top feature contributions (log-odds; TreeSHAP for XGBoost, integrated gradients for
-    the MLP) of each transaction the champion flagged that day, computed by the model version
-    recorded on its `scored_transactions` row from the same `transaction_features` it scored:
-    one row per transaction and rank. Only flagged rows by default: they are the ones an analyst
+    """The top feature contributions (log-odds; TreeSHAP for XGBoost, or its approximate
+    contributions with MLOPS_EXPLAIN_METHOD=saabas, integrated gradients for the MLP) of each
+    transaction the champion flagged that day, computed by the model version recorded on its
+    `scored_transactions` row from the same `transaction_features` it scored: one row per
+    transaction and rank. Only flagged rows by default: they are the ones an analyst
     reviews, and explaining a whole day costs several times its scoring (config `all_rows`)."""
     import numpy as np
     import pandas as pd
@@ -123,7 +126,9 @@ def fraud_explanations(
     tables, versions = [], []
     for (name, version), group in chosen.groupby(["model_name", "model_version"]):
         rows = features.loc[group["transaction_id"].to_numpy()]
-        scorer = load_scorer(scoring_version(client, str(name), int(version)))
+        scorer = load_scorer(
+            scoring_version(client, str(name), int(version)), explain_method=policy.explain_method
+        )
         explained = scorer.explain(rows, config.top_k)
         row_days = pd.to_datetime(rows["txn_date"]).dt.date.tolist()
         tables.append(
@@ -153,6 +158,7 @@ def fraud_explanations(
             "rows_scope": "all" if config.all_rows else "flagged",
             "model_versions": dg.MetadataValue.json(versions),
             "top_k": config.top_k,
+            "xgboost_explain_method": policy.explain_method,
             "most_frequent_top_features": dg.MetadataValue.json(
                 {item["feature"]: int(item["contribution_count"]) for item in top_features}
             ),

@@ -84,6 +84,7 @@ class ServeConfig:
     # 40-80 ms at p99 (measured with a busy machine; one thread: p99 about 5 ms, and faster for
     # batches of 100 too)
     model_threads: int = 1
+    explain_method: str = "treeshap"  # XGBoost's explanations: treeshap | saabas
     rate_limit: str | None = None  # per client, e.g. "300/second" (None: no limit)
     failed_auth_limit: str = "30/minute"  # per address, requests with bad credentials
     request_timeout_seconds: float = 10.0  # longest wait for a scoring pass (503 beyond)
@@ -562,7 +563,12 @@ def create_app_from_resources(
     from mlops_assets.tables import SERVED_PREDICTIONS, VALIDATED_TRANSACTIONS
 
     config = config or ServeConfig()
-    loader = functools.partial(load_scorer, threads=config.model_threads, runtime=config.runtime)
+    loader = functools.partial(
+        load_scorer,
+        threads=config.model_threads,
+        runtime=config.runtime,
+        explain_method=config.explain_method,
+    )
     holder = ModelHolder(mlflow_tracking.client, config.model_name, config.model_alias, loader)
     shadow = ModelHolder(mlflow_tracking.client, config.model_name, config.shadow_alias, loader)
     canary = ModelHolder(mlflow_tracking.client, config.model_name, config.canary_alias, loader)
@@ -607,6 +613,7 @@ def create_app_from_settings(settings: Any = None, **overrides: Any) -> FastAPI:
         "canary_share": settings.serve_canary_share,
         "canary_slo": settings.canary_slo(),
         "runtime": settings.serve_runtime,
+        "explain_method": settings.explain_method,
         "rate_limit": settings.serve_rate_limit or None,
         "failed_auth_limit": settings.serve_failed_auth_limit,
         "request_timeout_seconds": settings.serve_request_timeout_seconds,
