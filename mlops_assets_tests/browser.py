@@ -98,11 +98,21 @@ def ui_environment(home: Path, **settings: str) -> dict[str, str]:
 
 
 def prepare_dagster_home(home: Path) -> Path:
+    """``home``'s Dagster instance directory with its SQLite storage created: `dagster dev` and
+    the runs that build a world beside it would otherwise create it at once, and two processes
+    creating one SQLite instance can both stamp its schema version (seen: alembic's "more than
+    one head present", a code server that never loads)."""
+    import dagster as dg
+
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+        instance.get_latest_materialization_event(dg.AssetKey("any"))  # the event index
+        instance.all_instigator_state()
     return dagster_home
 
 
@@ -279,6 +289,10 @@ def open_mlflow_model(page: Any, mlflow_url: str, name: str, version: int | None
     path = f"#/models/{name}" + (f"/versions/{version}" if version else "")
     page.goto(f"{mlflow_url}/{path}")
     page.get_by_text("@ champion").first.wait_for(timeout=2 * TIMEOUT_MS)
+    assistant = page.get_by_role("button", name="Close", exact=True)
+    if assistant.count() and assistant.first.is_visible():  # MLflow 3's chat panel, open at first
+        assistant.first.click()
+    page.get_by_text("@ champion").first.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
 
 

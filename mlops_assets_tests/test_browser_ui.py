@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -211,10 +212,20 @@ query($id: String!) {
     ... on PartitionBackfill { status numPartitions }
   }
   runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
-    ... on Runs { results { runId status } }
+    ... on Runs { results { runId status tags { key value } } }
   }
 }"""
 RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status jobName } } }"
+
+
+def exported(world: UIWorld) -> dict[tuple[str, tuple[str, ...]], float]:
+    """What the pipeline exporter reads from the world's instance now."""
+    from mlops_assets.definitions import defs
+    from mlops_assets.monitor.pipeline_reading import read_pipeline, watched_from_definitions
+
+    with world.instance() as instance:
+        samples = read_pipeline(instance, watched_from_definitions(defs))
+    return {(sample.name, sample.labels): sample.value for sample in samples}
 
 
 def _wait(check: Any, seconds: float, what: str) -> Any:
@@ -254,6 +265,13 @@ def test_analyst_materializes_a_partition_and_backfills_seven_days(uis: UIs, pag
     match = re.fullmatch(r"Created backfill (\w+)", toast)
     assert match, toast
     backfill_id = match.group(1)
+    # the exporter sees the backfill in progress (the daemon takes it up within 30 s), the
+    # sensors stopped (automation off)
+    during = exported(uis.world)
+    assert during[("mlops_backfill_in_progress", (backfill_id,))] == 1
+    began = during[("mlops_backfill_started_timestamp_seconds", (backfill_id,))]
+    assert 0 <= time.time() - began < 600
+    assert during[("mlops_sensor_running", ("landing_sensor",))] == 0
 
     def backfill() -> dict[str, Any] | None:
         state = graphql(uis.dagster, BACKFILL, {"id": backfill_id})
@@ -265,6 +283,10 @@ def test_analyst_materializes_a_partition_and_backfills_seven_days(uis: UIs, pag
     assert state["partitionBackfillOrError"]["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), state
     assert state["partitionBackfillOrError"]["numPartitions"] == 7
     assert runs and {r["status"] for r in runs} == {"SUCCESS"}, runs
+    # the single-run backfill policy: the seven days in one run over the range, not one a day
+    [tags] = [{t["key"]: t["value"] for t in run["tags"]} for run in runs]
+    assert tags["dagster/asset_partition_range_start"] == first
+    assert tags["dagster/asset_partition_range_end"] == last
     page.goto(f"{uis.dagster}/runs/b/{backfill_id}")
     page.get_by_text("Succeeded", exact=True).first.wait_for()
     completed = page.get_by_text("100% completed")
@@ -281,6 +303,10 @@ def test_analyst_materializes_a_partition_and_backfills_seven_days(uis: UIs, pag
     partitions = [r.event_log_entry.asset_materialization.partition for r in records]
     assert sorted(set(partitions)) == [d.isoformat() for d in DAYS]
     assert partitions.count(day) == 2  # the single run and the backfill
+    after = exported(uis.world)
+    assert ("mlops_backfill_in_progress", (backfill_id,)) not in after  # done: not stuck
+    latest = after[("mlops_asset_latest_partition_timestamp_seconds", ("validated_transactions",))]
+    assert latest == datetime(DAYS[6].year, DAYS[6].month, DAYS[6].day, tzinfo=UTC).timestamp()
 
 
 def test_drift_report_link_opens_the_evidently_report(uis: UIs, scored: int, page: Any) -> None:

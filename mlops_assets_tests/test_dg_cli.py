@@ -1,7 +1,6 @@
-"""Dagster's current tooling over this code location: `dg check defs` and `dg list defs` load
-it through [tool.dg] in pyproject.toml (as `dagster dev -w workspace.yaml` does; `dg dev` serves
-the UI backfill of test_backfill.py), and every asset carries its stage's owner and a reference
-to the code that defines it."""
+"""Dagster's current tooling over this code location: `dg check defs`, `dg list defs` and
+`dg dev` load it through [tool.dg] in pyproject.toml (as `dagster dev -w workspace.yaml` does),
+and every asset carries its stage's owner and a reference to the code that defines it."""
 
 from __future__ import annotations
 
@@ -15,6 +14,8 @@ import dagster as dg
 import pytest
 
 from mlops_assets.definitions import OWNERS, defs
+from mlops_assets_tests.browser import LOCATION, running_dagster_dev
+from mlops_assets_tests.helpers import free_port, graphql
 from mlops_assets_tests.test_definitions import EXPECTED_ASSETS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +74,22 @@ def test_dg_list_defs_lists_the_assets_checks_and_jobs(tmp_path: Path) -> None:
     assert "validated_transactions:reject_share_within_threshold" in checks
     assert "challenger_model:beats_champion" in checks
     assert {"ingest_job", "training_job", "scoring_job"} <= {j["name"] for j in listed["jobs"]}
+
+
+LOCATION_CONTENTS = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+  location { name } assetNodes { assetKey { path } } jobs { name } schedules { name }
+  sensors { name } } } } }"""
+
+
+@pytest.mark.slow
+def test_dg_dev_serves_every_asset_job_schedule_and_sensor(tmp_path: Path) -> None:
+    """`dg dev` (the location from [tool.dg], no workspace file) as the UI reads it."""
+    env = _environment(tmp_path)
+    with running_dagster_dev(env, free_port(), tmp_path / "dg-dev.log", dg=True) as dev:
+        nodes = graphql(dev.wait_loaded(), LOCATION_CONTENTS)["repositoriesOrError"]["nodes"]
+    [location] = [node for node in nodes if node["location"]["name"] == LOCATION]
+    assert {"/".join(a["assetKey"]["path"]) for a in location["assetNodes"]} == EXPECTED_ASSETS
+    jobs = {job["name"] for job in location["jobs"]}
+    assert {"ingest_job", "training_job", "scoring_job"} <= jobs, jobs
+    assert {s.name for s in defs.schedules or []} == {s["name"] for s in location["schedules"]}
+    assert {s.name for s in defs.sensors or []} == {s["name"] for s in location["sensors"]}
