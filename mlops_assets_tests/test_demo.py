@@ -32,6 +32,12 @@ def test_demo_builds_everything_and_says_where_to_look(tmp_path: Path) -> None:
         "2026-01-01",
         "--drift-days",
         "1",
+        # the fewest trials that still tune (the demo's own defaults: 6 and 2); the trials'
+        # work is test_tuning's and test_model_factory's
+        "--xgboost-trials",
+        "3",
+        "--mlp-trials",
+        "1",
     ]
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
