@@ -30,6 +30,7 @@ from mlops_assets.tables import TRANSACTION_FEATURES
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 #: Type indicators are compared as the one categorical ``type`` column instead.
 DRIFT_NUMERICAL = [c for c in FEATURE_COLUMNS if not c.startswith("is_")]
@@ -38,6 +39,8 @@ REFERENCE_ARTIFACT_DIR = "reference"
 #: The champion's fraud probability, compared like a feature (prediction drift)
 PREDICTION = "fraud_score"
 DRIFT_REPORT = dg.AssetKey("drift_report")
+#: rows per batch when a big day's drift sample is read
+SAMPLE_BATCH_ROWS = 262_144
 
 
 def training_reference(mlflow_tracking: MlflowTracking, model: AliasedModel) -> "pd.DataFrame":
@@ -76,16 +79,17 @@ def _day_report(
 ) -> tuple[DriftSummary, str]:
     from mlops_assets.monitor.drift import compute_drift
 
-    table = lake.read(
-        TRANSACTION_FEATURES, days=[day], columns=[*FEATURE_COLUMNS, *DRIFT_CATEGORICAL]
-    )
-    if table.num_rows == 0:
+    columns = [*FEATURE_COLUMNS, *DRIFT_CATEGORICAL]
+    rows = lake.day_rows(TRANSACTION_FEATURES, [day]).get(day, 0)
+    sample = day_sample(rows, policy.drift_max_rows, day)
+    if sample is None:
+        current = lake.read(TRANSACTION_FEATURES, days=[day], columns=columns).to_pandas()
+    else:
+        current = sampled_rows(lake, day, columns, sample).to_pandas()
+    if current.empty:
         raise dg.Failure(
             description=f"transaction_features has no rows for {day}: materialize it first"
         )
-    sample = day_sample(table.num_rows, policy.drift_max_rows, day)
-    current = (table if sample is None else table.take(sample)).to_pandas()
-    del table  # a big day's Arrow columns go before Evidently's copies of the sample come
     current[PREDICTION] = score_in_slices(score, current)
     summary = compute_drift(
         reference,
@@ -99,6 +103,38 @@ def _day_report(
     if sample is not None:
         summary = replace(summary, sampled=True)
     return summary, lake.write_report(summary.html, "drift_report", f"{day.isoformat()}.html")
+
+
+def sampled_rows(
+    lake: DeltaLake, day: date, columns: list[str], positions: "np.ndarray"
+) -> "pa.Table":
+    """The rows at ``positions`` (sorted) of a day's features, read in batches: only the sample
+    and one batch are ever in memory, never the whole day (Arrow's ``take`` on a whole day's
+    chunked table would also copy every column first)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    scanned = lake.dataset(TRANSACTION_FEATURES).to_batches(
+        columns=columns,
+        filter=pc.field("txn_date") == pa.scalar(day, pa.date32()),
+        batch_size=SAMPLE_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+    )
+    picked: list[pa.RecordBatch] = []
+    schema = None
+    start = 0
+    for batch in scanned:
+        schema = batch.schema
+        end = start + batch.num_rows
+        low, high = np.searchsorted(positions, [start, end])
+        if high > low:
+            picked.append(batch.take(pa.array(positions[low:high] - start)))
+        start = end
+    if schema is None:
+        return lake.read(TRANSACTION_FEATURES, days=[day], columns=columns)
+    return pa.Table.from_batches(picked, schema=schema)
 
 
 def day_sample(rows: int, max_rows: int, day: date) -> "np.ndarray | None":
