@@ -496,13 +496,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{logged:.0f} predictions written to served_predictions"
     )
     extra_p50, extra_p99 = explained["p50"] - plain["p50"], explained["p99"] - plain["p99"]
+    # the plain arm's own round-to-round p99 spread: a smaller difference is the machine's noise
+    noise = max(plain["rounds_p99"]) - min(plain["rounds_p99"])
+
+    def verdict(extra: float) -> str:
+        if noise > 2.0 and abs(extra) < noise:
+            return f"unresolved: the plain rounds' p99 spread {noise:.1f} ms"
+        return "met" if extra < 2.0 else "MISSED"
+
     print(
         f"single /predict?explain=true at {args.rate}/s (XGBoost, native), "
         f"{args.rounds} alternating rounds against plain /predict: explain "
         f"{explained['requests']} requests, {explained['errors']} errors, latency ms p50 "
         f"{explained['p50']:.1f} p99 {explained['p99']:.1f}; plain {plain['requests']} requests,"
         f" p50 {plain['p50']:.1f} p99 {plain['p99']:.1f}; extra p50 {extra_p50:+.2f} p99 "
-        f"{extra_p99:+.2f} ms (target < 2 ms p99 extra: {'met' if extra_p99 < 2.0 else 'MISSED'})"
+        f"{extra_p99:+.2f} ms (target < 2 ms p99 extra: {verdict(extra_p99)})"
     )
     print(
         "  per-round p99 ms: plain "
@@ -518,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         f"same rounds): {saabas['requests']} requests, {saabas['errors']} errors, latency ms "
         f"p50 {saabas['p50']:.1f} p99 {saabas['p99']:.1f}; extra over plain p50 "
         f"{saabas_p50:+.2f} p99 {saabas_p99:+.2f} ms (target < 2 ms p99 extra: "
-        f"{'met' if saabas_p99 < 2.0 else 'MISSED'}); per-round p99 "
+        f"{verdict(saabas_p99)}); per-round p99 "
         + " ".join(f"{v:.1f}" for v in saabas["rounds_p99"])
         + f"; bare Saabas explain of one row p50 {floor_saabas['p50']:.2f} p99 "
         f"{floor_saabas['p99']:.2f} ms"
