@@ -51,7 +51,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             max_reject_share=settings.max_reject_share,
             drift_share_threshold=settings.drift_share_threshold,
             drift_max_rows=settings.drift_max_rows,
-            explain_method=settings.explain_method,
             drift_share_error=settings.drift_share_error,
             performance_warn_drop=settings.performance_warn_drop,
             performance_error_drop=settings.performance_error_drop,
@@ -70,6 +69,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             gate_min_pr_auc=settings.gate_min_pr_auc,
             gate_min_roc_auc=settings.gate_min_roc_auc,
             target_precision=settings.target_precision,
+            explain_method=settings.explain_method,
             training_memory_budget_mb=settings.training_memory_budget_mb,
         ),
         # a Postgres URL holds the password: by reference, like the webhook

@@ -143,10 +143,9 @@ def day_sample(rows: int, max_rows: int, day: date) -> "np.ndarray | None":
     and scores 50,000 rows, not 5,000,000. Seeded by the day, so a re-run samples the same."""
     import numpy as np
 
-    if rows <= max_rows:
-        return None
-    rng = np.random.default_rng(day.toordinal())
-    return np.sort(rng.choice(rows, size=max_rows, replace=False))
+    from mlops_assets.monitor.drift import sample_positions
+
+    return sample_positions(rows, max_rows, np.random.default_rng(day.toordinal()))
 
 
 @dg.asset(

@@ -145,7 +145,7 @@ def _check_columns(
         raise ValueError(f"numerical columns with a non-numeric dtype: {non_numeric}")
 
 
-def _sample_positions(n_rows: int, max_rows: int, rng: np.random.Generator) -> np.ndarray | None:
+def sample_positions(n_rows: int, max_rows: int, rng: np.random.Generator) -> np.ndarray | None:
     """Sorted row positions of a without-replacement sample, or None when no sampling is needed."""
     import numpy as np
 
@@ -351,8 +351,8 @@ def compute_drift(
     _check_columns(reference, current, numerical, categorical)
 
     rng = np.random.default_rng(seed)
-    ref_positions = _sample_positions(len(reference), max_rows, rng)
-    cur_positions = _sample_positions(len(current), max_rows, rng)
+    ref_positions = sample_positions(len(reference), max_rows, rng)
+    cur_positions = sample_positions(len(current), max_rows, rng)
     ref = _prepare(reference, numerical, categorical, ref_positions)
     cur = _prepare(current, numerical, categorical, cur_positions)
 

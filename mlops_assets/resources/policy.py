@@ -16,7 +16,6 @@ class PipelinePolicy(dg.ConfigurableResource):
     max_reject_share: float = 0.05
     drift_share_threshold: float = 0.5
     drift_max_rows: int = 50_000
-    explain_method: str = "treeshap"  # XGBoost's: treeshap | saabas (train/explain.py)
     drift_share_error: float = 0.8
     performance_warn_drop: float = 0.2
     performance_error_drop: float = 0.4
@@ -38,6 +37,7 @@ class PipelinePolicy(dg.ConfigurableResource):
     gate_min_pr_auc: float = 0.2
     gate_min_roc_auc: float = 0.8
     target_precision: float = 0.9
+    explain_method: str = "treeshap"  # XGBoost's: treeshap | saabas (train/explain.py)
     #: an in-memory fit estimated to need more than this (MB) trains XGBoost from an
     #: external-memory iterator over the Delta partitions instead (train/external_memory.py)
     training_memory_budget_mb: float = Field(2048.0, ge=0.0)
